@@ -1,0 +1,151 @@
+"""One home for configuration: paths, environment variables, table names and the
+modelling parameters shared by dbt and Python.
+
+The dbt vars in ``dbt_project/dbt_project.yml`` are the single home of the
+set-based parameters (K, positivity threshold, balancing caps, seed, novelty
+mode). Python reads them from there via :func:`dbt_vars`; environment overrides
+(``IE_K``, ``IE_LEVEL`` ...) are applied here and handed to dbt as ``--vars`` by
+the orchestration layer, so dbt and Python always agree.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+
+# ---- tables (the public interface; DESIGN section 3) -------------------------
+RAW_SCHEMA = "raw"
+ML_SCHEMA = "ml"
+MARTS_SCHEMA = "main"
+
+RAW_INTERACTIONS = "raw.interactions"
+RAW_ITEMS = "raw.items"
+RAW_REJECTED_ROWS = "raw.rejected_rows"
+CLUSTERS = "ml.clusters"
+ITEM_CLUSTERS = "ml.item_clusters"
+FINETUNE_HISTORY = "ml.finetune_history"
+NOVEL_INTEREST_TRANSITIONS = "ml.novel_interest_transitions"
+RECOMMENDATIONS = "ml.recommendations"
+RANKER_EVALUATION = "ml.ranker_evaluation"
+# dbt marts (schema main)
+USER_CLUSTER_SEQUENCES = "main.user_cluster_sequences"
+NOVEL_TRANSITION_EXAMPLES = "main.novel_transition_examples"
+TRAINING_PAIRS = "main.training_pairs"
+UCI_AT_N = "main.uci_at_n"
+TRANSITION_LOOKUP = "main.transition_lookup"
+EXPLORATION_METRICS = "main.exploration_metrics"
+STG_INTERACTIONS = "main.stg_interactions"
+
+# ---- cluster levels ----------------------------------------------------------
+COARSE_LEVEL = 1
+FINE_LEVEL = 2
+LEVELS = (COARSE_LEVEL, FINE_LEVEL)
+
+# ---- environment -------------------------------------------------------------
+SOURCES = ("demo", "movielens", "files")
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def database_path() -> Path:
+    """Warehouse file shared by dbt, Dagster and every Python asset."""
+    return Path(_env("DUCKDB_DATABASE", str(REPO_ROOT / "warehouse" / "interest_explorer.duckdb"))).resolve()
+
+
+def source() -> str:
+    src = _env("IE_SOURCE", "demo")
+    if src not in SOURCES:
+        raise ValueError(f"IE_SOURCE={src!r} is not one of {', '.join(SOURCES)}")
+    return src
+
+
+def source_path() -> Path | None:
+    path = _env("IE_SOURCE_PATH")
+    return Path(path).resolve() if path else None
+
+
+def models_dir() -> Path:
+    """Where fine-tuned adapters and cached base models live (git-ignored)."""
+    return Path(_env("IE_MODELS_DIR", str(REPO_ROOT / "warehouse" / "models"))).resolve()
+
+
+def _int_env(name: str) -> int | None:
+    value = _env(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from exc
+
+
+def cluster_sizes(n_items: int) -> tuple[int, int]:
+    """(coarse, fine) cluster counts: env overrides, else scaled to the catalog.
+
+    Defaults keep fine clusters at ~50 items (at most 40 at the LLM level, which
+    bounds the N x (N-1) pair inference) and coarse at ~5 fine clusters each.
+    """
+    fine = _int_env("IE_FINE_CLUSTERS") or max(2, min(40, n_items // 50))
+    coarse = _int_env("IE_COARSE_CLUSTERS") or max(2, min(12, fine // 5))
+    if coarse >= fine:
+        raise ValueError(f"coarse cluster count ({coarse}) must be smaller than fine ({fine})")
+    return coarse, fine
+
+
+# ---- dbt vars: the one home of set-based parameters -------------------------
+_VAR_ENV = {
+    "k": ("IE_K", int),
+    "level": ("IE_LEVEL", int),
+    "positive_threshold": ("IE_POSITIVE_THRESHOLD", float),
+    "novelty_mode": ("IE_NOVELTY_MODE", str),
+    "max_per_label": ("IE_MAX_PER_LABEL", int),
+    "max_per_history": ("IE_MAX_PER_HISTORY", int),
+    "seed": ("IE_SEED", int),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _dbt_project_vars() -> dict:
+    with open(DBT_PROJECT_DIR / "dbt_project.yml") as fh:
+        return dict(yaml.safe_load(fh).get("vars", {}))
+
+
+def dbt_vars() -> dict:
+    """dbt_project.yml vars with environment overrides applied."""
+    out = dict(_dbt_project_vars())
+    for var, (env_name, cast) in _VAR_ENV.items():
+        raw = _env(env_name)
+        if raw is not None:
+            try:
+                out[var] = cast(raw)
+            except ValueError as exc:
+                raise ValueError(f"environment variable {env_name}={raw!r} is not a valid {cast.__name__}") from exc
+    if out.get("novelty_mode") not in ("strict", "local"):
+        raise ValueError(f"novelty_mode must be 'strict' or 'local', got {out.get('novelty_mode')!r}")
+    if int(out["k"]) < 1:
+        raise ValueError(f"k must be >= 1, got {out['k']}")
+    return out
+
+
+def dbt_vars_json() -> str:
+    return json.dumps(dbt_vars())
+
+
+def k() -> int:
+    """History length K (paper: 2)."""
+    return int(dbt_vars()["k"])
+
+
+def llm_level() -> int:
+    """Cluster level the LLM explores at (transitions, lookup table, ranking)."""
+    return int(dbt_vars()["level"])

@@ -1,0 +1,128 @@
+"""The one module through which Python reads and writes the warehouse.
+
+Every write is atomic: the new contents are built in a staging table and swapped
+in inside one transaction, so a crash mid-write leaves the previous table intact
+and readers never see a half-written table. Swapping the storage engine means
+changing this module only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from models_ml import config
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _split(table: str) -> tuple[str, str]:
+    schema, _, name = table.rpartition(".")
+    schema = schema or config.MARTS_SCHEMA
+    for part in (schema, name):
+        if not _IDENT.match(part):
+            raise ValueError(f"invalid table name {table!r}")
+    return schema, name
+
+
+@contextlib.contextmanager
+def connect(path: str | Path | None = None, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse file (default: ``config.database_path()``)."""
+    db = Path(path) if path is not None else config.database_path()
+    if read_only and not db.exists():
+        raise FileNotFoundError(f"warehouse file {db} does not exist; run `make demo` or materialize the assets first")
+    db.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(db), read_only=read_only)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    schema, name = _split(table)
+    row = con.execute(
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+        [schema, name],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def read_table(con: duckdb.DuckDBPyConnection, table: str, columns: Iterable[str] | None = None) -> pl.DataFrame:
+    if not table_exists(con, table):
+        raise LookupError(f"table {table} does not exist in the warehouse; materialize its asset first")
+    schema, name = _split(table)
+    cols = ", ".join(f'"{c}"' for c in columns) if columns else "*"
+    return con.execute(f'select {cols} from "{schema}"."{name}"').pl()
+
+
+def query(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
+    return con.execute(sql, params or []).pl()
+
+
+def write_table(con: duckdb.DuckDBPyConnection, table: str, df: pl.DataFrame) -> int:
+    """Replace ``table`` with ``df`` atomically. Returns the row count."""
+    with staged_table(con, table) as stage:
+        append_to_stage(con, stage, df, create=True)
+    return df.height
+
+
+@contextlib.contextmanager
+def staged_table(con: duckdb.DuckDBPyConnection, table: str) -> Iterator[str]:
+    """Yield a staging table name; on clean exit swap it in for ``table`` in one
+    transaction, on error drop it and leave ``table`` untouched.
+
+    Use for chunked writes: call :func:`append_to_stage` once per chunk.
+    """
+    schema, name = _split(table)
+    con.execute(f'create schema if not exists "{schema}"')
+    stage = f'"{schema}"."__stage_{name}"'
+    con.execute(f"drop table if exists {stage}")
+    try:
+        yield stage
+        if not table_exists(con, f"{schema}.__stage_{name}"):
+            raise RuntimeError(f"nothing was staged for {table}")
+        con.execute("begin transaction")
+        try:
+            con.execute(f'drop table if exists "{schema}"."{name}"')
+            con.execute(f'alter table {stage} rename to "{name}"')
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
+    except BaseException:
+        con.execute(f"drop table if exists {stage}")
+        raise
+
+
+def append_to_stage(con: duckdb.DuckDBPyConnection, stage: str, df: pl.DataFrame, create: bool = False) -> None:
+    """Append a polars frame to a staging table (created from the first chunk)."""
+    arrow = df.to_arrow()
+    con.register("__ie_chunk", arrow)
+    try:
+        if create or not _stage_exists(con, stage):
+            con.execute(f"create table {stage} as select * from __ie_chunk")
+        else:
+            con.execute(f"insert into {stage} select * from __ie_chunk")
+    finally:
+        con.unregister("__ie_chunk")
+
+
+def _stage_exists(con: duckdb.DuckDBPyConnection, stage: str) -> bool:
+    schema, name = (p.strip('"') for p in stage.split("."))
+    return table_exists(con, f"{schema}.{name}")
+
+
+def row_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Row counts of every base table and view in the warehouse's own schemas."""
+    rows = con.execute(
+        "select table_schema, table_name from information_schema.tables "
+        "where table_schema in ('raw', 'ml', 'main') and table_name not like '__stage_%' "
+        "order by table_schema, table_name"
+    ).fetchall()
+    return {f"{s}.{t}": con.execute(f'select count(*) from "{s}"."{t}"').fetchone()[0] for s, t in rows}
