@@ -1,0 +1,5 @@
+"""Dagster code location: `dagster dev` / `dagster asset materialize -m orchestration`."""
+
+from orchestration.definitions import defs
+
+__all__ = ["defs"]
