@@ -67,15 +67,39 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) 
 
 def write_table(con: duckdb.DuckDBPyConnection, table: str, df: pl.DataFrame) -> int:
     """Replace ``table`` with ``df`` atomically. Returns the row count."""
-    with staged_table(con, table) as stage:
-        append_to_stage(con, stage, df, create=True)
-    return df.height
+    return write_tables(con, {table: df})[table]
+
+
+def write_tables(con: duckdb.DuckDBPyConnection, frames: dict[str, pl.DataFrame]) -> dict[str, int]:
+    """Replace several tables in ONE transaction, so tables that must agree with each
+    other (raw.items and raw.interactions, ml.clusters and ml.item_clusters) are never
+    seen half-updated. Returns row counts."""
+    with contextlib.ExitStack() as stack:
+        for table, df in frames.items():
+            stage = stack.enter_context(staged_table(con, table, swap=False))
+            append_to_stage(con, stage, df, create=True)
+        _swap_tables(con, list(frames))
+    return {t: df.height for t, df in frames.items()}
+
+
+def _swap_tables(con: duckdb.DuckDBPyConnection, tables: list[str]) -> None:
+    con.execute("begin transaction")
+    try:
+        for table in tables:
+            schema, name = _split(table)
+            con.execute(f'drop table if exists "{schema}"."{name}"')
+            con.execute(f'alter table "{schema}"."__stage_{name}" rename to "{name}"')
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
 
 
 @contextlib.contextmanager
-def staged_table(con: duckdb.DuckDBPyConnection, table: str) -> Iterator[str]:
+def staged_table(con: duckdb.DuckDBPyConnection, table: str, swap: bool = True) -> Iterator[str]:
     """Yield a staging table name; on clean exit swap it in for ``table`` in one
-    transaction, on error drop it and leave ``table`` untouched.
+    transaction (unless ``swap=False``: the caller swaps), on error drop it and
+    leave ``table`` untouched.
 
     Use for chunked writes: call :func:`append_to_stage` once per chunk.
     """
@@ -85,16 +109,10 @@ def staged_table(con: duckdb.DuckDBPyConnection, table: str) -> Iterator[str]:
     con.execute(f"drop table if exists {stage}")
     try:
         yield stage
-        if not table_exists(con, f"{schema}.__stage_{name}"):
-            raise RuntimeError(f"nothing was staged for {table}")
-        con.execute("begin transaction")
-        try:
-            con.execute(f'drop table if exists "{schema}"."{name}"')
-            con.execute(f'alter table {stage} rename to "{name}"')
-            con.execute("commit")
-        except BaseException:
-            con.execute("rollback")
-            raise
+        if swap:
+            if not table_exists(con, f"{schema}.__stage_{name}"):
+                raise RuntimeError(f"nothing was staged for {table}")
+            _swap_tables(con, [table])
     except BaseException:
         con.execute(f"drop table if exists {stage}")
         raise

@@ -1,0 +1,47 @@
+"""Interest clusters (group `clusters`): raw.items -> ml.clusters, ml.item_clusters."""
+
+from __future__ import annotations
+
+from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, MetadataValue, multi_asset
+
+from models_ml import clustering, config
+from models_ml import warehouse as wh
+from orchestration.assets.ingestion import asset_key_path
+from orchestration.resources import WarehouseResource
+
+
+@multi_asset(
+    specs=[
+        AssetSpec(asset_key_path(t), group_name="clusters", kinds={"duckdb"}, deps=[AssetKey(["raw", "items"])])
+        for t in (config.CLUSTERS, config.ITEM_CLUSTERS)
+    ],
+    name="interest_clusters",
+    description="Embed item text (all-MiniLM-L6-v2), cluster into coarse and fine levels, describe each cluster.",
+)
+def interest_clusters(context: AssetExecutionContext, warehouse: WarehouseResource):
+    with warehouse.connect() as con:
+        items = wh.read_table(con, config.RAW_ITEMS, ["item_id", "text"]).sort("item_id")
+    n_coarse, n_fine = config.cluster_sizes(items.height)
+    context.log.info(f"clustering {items.height} items into {n_coarse} coarse / {n_fine} fine clusters")
+    result = clustering.build_clusters(items, n_coarse=n_coarse, n_fine=n_fine, seed=config.dbt_vars()["seed"])
+    with warehouse.connect() as con:
+        wh.write_tables(con, {config.CLUSTERS: result.clusters, config.ITEM_CLUSTERS: result.item_clusters})
+    desc = result.clusters.select("level", "cluster_id", "description", "n_items")
+    yield MaterializeResult(
+        asset_key=asset_key_path(config.CLUSTERS),
+        metadata={
+            "rows": MetadataValue.int(result.clusters.height),
+            "coarse_clusters": n_coarse,
+            "fine_clusters": n_fine,
+            "descriptions": MetadataValue.md(_markdown(desc)),
+        },
+    )
+    yield MaterializeResult(
+        asset_key=asset_key_path(config.ITEM_CLUSTERS),
+        metadata={"rows": MetadataValue.int(result.item_clusters.height)},
+    )
+
+
+def _markdown(df) -> str:
+    head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
+    return head + "\n".join("| " + " | ".join(str(v) for v in row) + " |" for row in df.iter_rows())

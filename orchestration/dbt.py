@@ -1,0 +1,53 @@
+"""dagster-dbt wiring: the dbt project, its CLI resource and a factory for dbt asset
+groups. Foundation marts form the `warehouse` group; marts that read Python outputs
+(transition_lookup, exploration_metrics) are separate ops in their own groups, so the
+graph ingestion -> dbt -> Python -> dbt has no cycle inside one op."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from dagster import AssetExecutionContext, AssetsDefinition
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from models_ml import config
+
+dbt_project = DbtProject(project_dir=config.DBT_PROJECT_DIR, profiles_dir=config.DBT_PROJECT_DIR)
+# `dagster dev` re-parses on start; the CLI and tests need a manifest too, so parse once
+# when it is missing rather than relying on a deploy step.
+if os.environ.get("DAGSTER_IS_DEV_CLI") or not dbt_project.manifest_path.exists():
+    dbt_project.preparer.prepare(dbt_project)
+
+
+class _GroupTranslator(DagsterDbtTranslator):
+    def __init__(self, group: str):
+        super().__init__()
+        self._group = group
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return self._group
+
+
+def dbt_cli_resource() -> DbtCliResource:
+    return DbtCliResource(project_dir=dbt_project, profiles_dir=str(config.DBT_PROJECT_DIR))
+
+
+def dbt_asset_group(name: str, group: str, select: str, exclude: str = "") -> AssetsDefinition:
+    """dbt models matching ``select`` as one subsettable multi-asset in ``group``."""
+
+    @dbt_assets(
+        manifest=dbt_project.manifest_path,
+        project=dbt_project,
+        select=select,
+        exclude=exclude,
+        name=name,
+        dagster_dbt_translator=_GroupTranslator(group),
+    )
+    def _assets(context: AssetExecutionContext, dbt: DbtCliResource):
+        # DUCKDB_DATABASE and vars come from models_ml.config so dbt and Python agree.
+        os.environ["DUCKDB_DATABASE"] = str(config.database_path())
+        yield from dbt.cli(["build", "--vars", config.dbt_vars_json()], context=context).stream()
+
+    return _assets
