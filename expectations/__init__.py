@@ -1,0 +1,17 @@
+"""Great Expectations suites for the warehouse and the runner used by the Dagster
+asset checks and by CI (``python -m expectations validate --db FILE``)."""
+
+from expectations.runner import CheckResult, SuiteResult, ValidationReport, validate_table, validate_warehouse
+from expectations.suites import TABLES, Params, build_suite, resolve_table
+
+__all__ = [
+    "TABLES",
+    "CheckResult",
+    "Params",
+    "SuiteResult",
+    "ValidationReport",
+    "build_suite",
+    "resolve_table",
+    "validate_table",
+    "validate_warehouse",
+]
