@@ -3,11 +3,12 @@ groups. Foundation marts form the `warehouse` group; marts that read Python outp
 (transition_lookup, exploration_metrics) are separate ops in their own groups, so the
 graph ingestion -> dbt -> Python -> dbt has no cycle inside one op."""
 
-from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Optional
 
 from dagster import AssetExecutionContext, AssetsDefinition
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
@@ -26,12 +27,17 @@ class _GroupTranslator(DagsterDbtTranslator):
         super().__init__()
         self._group = group
 
-    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> Optional[str]:
         return self._group
 
 
 def dbt_cli_resource() -> DbtCliResource:
-    return DbtCliResource(project_dir=dbt_project, profiles_dir=str(config.DBT_PROJECT_DIR))
+    # The dbt next to this interpreter: the venv need not be activated.
+    return DbtCliResource(
+        project_dir=dbt_project,
+        profiles_dir=str(config.DBT_PROJECT_DIR),
+        dbt_executable=str(Path(sys.executable).with_name("dbt")),
+    )
 
 
 def dbt_asset_group(name: str, group: str, select: str, exclude: str = "") -> AssetsDefinition:

@@ -1,6 +1,5 @@
 """Interest clusters (group `clusters`): raw.items -> ml.clusters, ml.item_clusters."""
 
-from __future__ import annotations
 
 from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 

@@ -1,6 +1,5 @@
 """Ingestion (group `ingestion`): one source -> raw.interactions, raw.items, raw.rejected_rows."""
 
-from __future__ import annotations
 
 from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
