@@ -282,15 +282,15 @@ def finalize(
     rej = pl.concat([r.select(list(REJECTED_SCHEMA)).cast(REJECTED_SCHEMA) for r in rejected] or [empty_rejected()])
     rej = rej.sort("source_file", "row_number", maintain_order=True)
     by_reason = {r: int(n) for r, n in rej.group_by("reason").len().sort("len", "reason", descending=[True, False]).iter_rows()}
+    by_file: dict[str, dict[str, int]] = {}
+    for f, r, n in rej.group_by("source_file", "reason").len().sort("source_file", "reason").iter_rows():
+        by_file.setdefault(f, {})[r] = int(n)
     where = f"{source} source" + (f" at {path}" if path is not None else "")
     if interactions.height == 0:
         raise IngestError(
             f"{where}: no valid interactions remain after validation (rows read: {rows_read}; "
-            f"rejected by reason: {by_reason or 'none'}; items kept: {items.height})"
+            f"rejected: {by_file or 'none'}; items kept: {items.height})"
         )
-    by_file: dict[str, dict[str, int]] = {}
-    for f, r, n in rej.group_by("source_file", "reason").len().sort("source_file", "reason").iter_rows():
-        by_file.setdefault(f, {})[r] = int(n)
     interactions = interactions.select(list(INTERACTION_SCHEMA)).cast(INTERACTION_SCHEMA)
     items = items.select(list(ITEM_SCHEMA)).cast(ITEM_SCHEMA)
     stats = {
