@@ -24,15 +24,22 @@ limit 5""",
     (
         "Most frequent novel transitions at the LLM level (history -> next)",
         (config.NOVEL_TRANSITION_EXAMPLES, config.CLUSTERS),
-        f"""select list_transform(e.history, h -> (select description from {config.CLUSTERS} c
-                                          where c.level = e.level and c.cluster_id = h)) as history,
-       n.description as next_cluster, count(*) as examples
-from {config.NOVEL_TRANSITION_EXAMPLES} e
-join {config.CLUSTERS} n on n.level = e.level and n.cluster_id = e.next_cluster_id
-where e.level = {config.llm_level()}
-group by all
-order by examples desc
-limit 5""",
+        f"""with top as (
+    select history, next_cluster_id, count(*) as examples
+    from {config.NOVEL_TRANSITION_EXAMPLES}
+    where level = {config.llm_level()}
+    group by all
+    order by examples desc, next_cluster_id
+    limit 5
+), positions as (
+    select *, generate_subscripts(history, 1) as pos from top
+)
+select string_agg(h.description, ' | ' order by p.pos) as history, n.description as next_cluster, p.examples
+from positions p
+join {config.CLUSTERS} h on h.level = {config.llm_level()} and h.cluster_id = p.history[p.pos]
+join {config.CLUSTERS} n on n.level = {config.llm_level()} and n.cluster_id = p.next_cluster_id
+group by p.history, n.description, p.examples
+order by p.examples desc, next_cluster""",
     ),
     (
         "Average UCI@N per level",
