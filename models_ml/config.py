@@ -149,3 +149,46 @@ def k() -> int:
 def llm_level() -> int:
     """Cluster level the LLM explores at (transitions, lookup table, ranking)."""
     return int(dbt_vars()["level"])
+
+
+# ---- ranking (item level: sequence recommender, restricted top-k) ------------
+def slate_k() -> int:
+    """Items per recommended slate (IE_SLATE_K, default 10)."""
+    value = _int_env("IE_SLATE_K")
+    value = 10 if value is None else value
+    if value < 1:
+        raise ValueError(f"IE_SLATE_K must be >= 1, got {value}")
+    return value
+
+
+def ranker_dir() -> Path:
+    """Where the trained sequence recommender lives (under models_dir())."""
+    return models_dir() / "sasrec"
+
+
+def seqrec_overrides() -> dict:
+    """Environment overrides of models_ml.seqrec.SeqRecConfig fields."""
+    out: dict = {}
+    for field_name, env_name, cast in (
+        ("max_epochs", "IE_SEQREC_EPOCHS", int),
+        ("max_len", "IE_SEQREC_MAX_LEN", int),
+        ("dim", "IE_SEQREC_DIM", int),
+        ("time_budget_s", "IE_SEQREC_TIME_BUDGET_S", float),
+    ):
+        raw = _env(env_name)
+        if raw is not None:
+            try:
+                out[field_name] = cast(raw)
+            except ValueError as exc:
+                raise ValueError(f"environment variable {env_name}={raw!r} is not a valid {cast.__name__}") from exc
+    return out
+
+
+def ranking_chunk_users() -> int:
+    """Users per chunk when ranking everyone (bounds memory at chunk x catalog floats)."""
+    value = _int_env("IE_RANK_CHUNK_USERS")
+    value = 512 if value is None else value
+    if value < 1:
+        raise ValueError(f"IE_RANK_CHUNK_USERS must be >= 1, got {value}")
+    return value
+

@@ -1,0 +1,532 @@
+"""SASRec-style sequence recommender (Kang & McAuley 2018) over users' positive item
+sequences, with leave-last-out evaluation against a popularity baseline.
+
+Sequences: a user's positive interactions in time order (ties broken by item id), each
+item kept at its first positive occurrence, so a held-out item never also sits in the
+history that is masked at evaluation time.
+
+Split (leave-last-out, per user with n distinct positives):
+- test: input items[:-1], target items[-1] (users with n >= 2),
+- validation: input items[:-2], target items[-2] (users with n >= 3), picks the epoch,
+- training: items[:-2], so neither held-out item is ever trained on.
+Serving feeds the full sequence as input to the same trained weights.
+
+Ranking is over the full catalog; the items of the input history are masked. Ties in
+score are broken by catalog index (lower first), the same order `torch.topk` slates use
+for the popularity policy, so the reported rank is deterministic.
+
+The loss is full-softmax cross entropy over the catalog (shown to beat SASRec's original
+one-negative BCE; Klenitskiy & Vasilev, RecSys 2023); catalogs here are <= ~10k items.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models_ml import config
+from models_ml import warehouse as wh
+
+PAD = 0  # item index 0 is padding; catalog items are 1..n
+MODEL_FILE = "model.pt"
+CARD_FILE = "model_card.json"
+
+
+@dataclass(frozen=True)
+class SeqRecConfig:
+    max_len: int = 50
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    dropout: float = 0.2
+    max_epochs: int = 40
+    patience: int = 5  # epochs without validation NDCG@10 gain before stopping
+    batch_size: int = 64
+    lr: float = 3e-3
+    seed: int = 42
+    eval_k: int = 10
+    time_budget_s: float | None = None  # stop after the epoch that crosses it
+
+
+# ---- sequences ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Item ids in catalog order; index i + 1 is the model's id for item_ids[i]."""
+
+    item_ids: tuple[str, ...]
+
+    @classmethod
+    def from_items(cls, item_ids: Sequence[str]) -> Catalog:
+        ids = sorted(set(item_ids))
+        if len(ids) != len(item_ids):
+            raise ValueError(f"catalog has {len(item_ids) - len(ids)} duplicate item ids")
+        return cls(tuple(ids))
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def index_frame(self) -> pl.DataFrame:
+        return pl.DataFrame(
+            {"item_id": list(self.item_ids), "item_idx": np.arange(1, self.n_items + 1, dtype=np.int64)},
+            schema={"item_id": pl.String, "item_idx": pl.Int64},
+        )
+
+    def ids_of(self, idx: np.ndarray) -> list[str]:
+        return [self.item_ids[i - 1] for i in idx]
+
+    def digest(self) -> str:
+        return hashlib.sha1("\n".join(self.item_ids).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class UserSequences:
+    """Ragged per-user item-index sequences in CSR form (indptr[u]:indptr[u+1])."""
+
+    user_ids: tuple[str, ...]
+    indptr: np.ndarray
+    items: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    def row(self, u: int) -> np.ndarray:
+        return self.items[self.indptr[u] : self.indptr[u + 1]]
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def position(self) -> dict[str, int]:
+        return {u: i for i, u in enumerate(self.user_ids)}
+
+    def drop_last(self, n: int) -> UserSequences:
+        """Every sequence without its last n items (shorter ones become empty)."""
+        rows = [self.row(u)[: max(0, len(self.row(u)) - n)] for u in range(len(self))]
+        return _csr(self.user_ids, rows)
+
+    def take(self, users: np.ndarray) -> UserSequences:
+        return _csr(tuple(self.user_ids[u] for u in users), [self.row(u) for u in users])
+
+
+def _csr(user_ids: Sequence[str], rows: Sequence[np.ndarray]) -> UserSequences:
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    items = np.concatenate(rows).astype(np.int64) if rows and indptr[-1] else np.zeros(0, dtype=np.int64)
+    return UserSequences(tuple(user_ids), indptr, items)
+
+
+def sequences_from_frame(events: pl.DataFrame, catalog: Catalog, *, source: str, dedupe: bool = True) -> UserSequences:
+    """(user_id, item_id, event_ts) rows -> per-user item sequences in time order.
+
+    ``dedupe`` keeps each item at its first occurrence. Items missing from the catalog are
+    an error naming ``source`` (never dropped silently).
+    """
+    if events.is_empty():
+        return _csr((), [])
+    indexed = events.join(catalog.index_frame(), on="item_id", how="left")
+    unknown = indexed.filter(pl.col("item_idx").is_null())
+    if unknown.height:
+        sample = unknown.select("user_id", "item_id").head(5).rows()
+        raise ValueError(
+            f"{source}: {unknown.height} rows reference item ids missing from the catalog (raw.items), "
+            f"e.g. (user_id, item_id) {sample}"
+        )
+    indexed = indexed.sort(["user_id", "event_ts", "item_id"])
+    if dedupe:
+        indexed = indexed.unique(subset=["user_id", "item_idx"], keep="first", maintain_order=True)
+    grouped = indexed.group_by("user_id", maintain_order=True).agg(pl.col("item_idx"))
+    user_ids = tuple(grouped["user_id"].to_list())
+    counts = grouped["item_idx"].list.len().to_numpy().astype(np.int64)
+    indptr = np.zeros(len(user_ids) + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    items = grouped["item_idx"].explode().to_numpy().astype(np.int64)
+    return UserSequences(user_ids, indptr, items)
+
+
+def load_training_data(con) -> tuple[UserSequences, Catalog]:
+    """The catalog (raw.items) and every user's positive sequence (stg_interactions)."""
+    catalog = Catalog.from_items(wh.read_table(con, config.RAW_ITEMS, ["item_id"])["item_id"].to_list())
+    if not wh.table_exists(con, config.STG_INTERACTIONS):
+        raise LookupError(f"{config.STG_INTERACTIONS} does not exist; build the dbt staging models first")
+    positives = wh.query(con, f"select user_id, item_id, event_ts from {config.STG_INTERACTIONS} where is_positive")
+    return sequences_from_frame(positives, catalog, source=config.STG_INTERACTIONS), catalog
+
+
+def left_pad(rows: Sequence[np.ndarray], length: int) -> np.ndarray:
+    """Right-align each row's last ``length`` items; zeros (PAD) in front."""
+    out = np.zeros((len(rows), length), dtype=np.int64)
+    for i, r in enumerate(rows):
+        tail = r[-length:]
+        if len(tail):
+            out[i, length - len(tail) :] = tail
+    return out
+
+
+def training_windows(seqs: UserSequences, max_len: int) -> np.ndarray:
+    """Cut every sequence into windows of max_len + 1 items from its end (consecutive
+    windows share one item), so every transition is a training target exactly once."""
+    rows: list[np.ndarray] = []
+    for u in range(len(seqs)):
+        s = seqs.row(u)
+        end = len(s)
+        while end >= 2:
+            start = max(0, end - max_len - 1)
+            rows.append(s[start:end])
+            end = start + 1
+    return left_pad(rows, max_len + 1) if rows else np.zeros((0, max_len + 1), dtype=np.int64)
+
+
+# ---- model -------------------------------------------------------------------
+
+
+class _Block(nn.Module):
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.ln1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.ln2 = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+        self.drop = nn.Dropout(dropout)
+        self.p_attn = dropout
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        b, length, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, length, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=self.p_attn if self.training else 0.0)
+        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(b, length, d)))
+        return x + self.drop(self.ff(self.ln2(x)))
+
+
+class SASRec(nn.Module):
+    """Causal self-attention over left-padded item sequences; item scores are dot products
+    with the (shared) item embeddings."""
+
+    def __init__(self, n_items: int, cfg: SeqRecConfig):
+        super().__init__()
+        if cfg.dim % cfg.n_heads:
+            raise ValueError(f"dim {cfg.dim} is not divisible by n_heads {cfg.n_heads}")
+        self.n_items = n_items
+        self.cfg = cfg
+        self.item_emb = nn.Embedding(n_items + 1, cfg.dim, padding_idx=PAD)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(_Block(cfg.dim, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers))
+        self.ln = nn.LayerNorm(cfg.dim)
+        nn.init.normal_(self.item_emb.weight, std=cfg.dim**-0.5)
+        with torch.no_grad():
+            self.item_emb.weight[PAD].zero_()
+
+    def forward(self, seqs: torch.Tensor) -> torch.Tensor:
+        """(B, L) left-padded item indices -> (B, L, dim) hidden states."""
+        b, length = seqs.shape
+        if length > self.cfg.max_len:
+            raise ValueError(f"sequence length {length} exceeds max_len {self.cfg.max_len}")
+        real = seqs != PAD
+        pos = torch.arange(self.cfg.max_len - length, self.cfg.max_len, device=seqs.device)
+        x = self.item_emb(seqs) * math.sqrt(self.cfg.dim) + self.pos_emb(pos)[None]
+        x = self.drop(x) * real[..., None]
+        causal = torch.ones(length, length, dtype=torch.bool, device=seqs.device).tril()
+        # Real keys at or before the query; a query always sees itself so padded rows
+        # (ignored downstream) never have an all-masked softmax.
+        allowed = (causal[None] & real[:, None, :]) | torch.eye(length, dtype=torch.bool, device=seqs.device)[None]
+        allowed = allowed[:, None]  # broadcast over heads
+        for block in self.blocks:
+            x = block(x, allowed)
+        return self.ln(x)
+
+    def score(self, seqs: torch.Tensor) -> torch.Tensor:
+        """(B, L) -> (B, n_items + 1) scores for the next item; column PAD is -inf."""
+        h = self.forward(seqs)[:, -1]
+        scores = h @ self.item_emb.weight.T
+        scores[:, PAD] = float("-inf")
+        return scores
+
+
+# ---- evaluation --------------------------------------------------------------
+
+
+def mask_rows(scores: torch.Tensor, seqs: UserSequences, rows: np.ndarray | None = None) -> None:
+    """Set scores[i, item] = -inf for every item in sequence ``rows[i]`` (in place)."""
+    rows = np.arange(len(seqs)) if rows is None else rows
+    starts, ends = seqs.indptr[rows], seqs.indptr[rows + 1]
+    lengths = ends - starts
+    if lengths.sum() == 0:
+        return
+    r = np.repeat(np.arange(len(rows)), lengths)
+    c = np.concatenate([seqs.items[s:e] for s, e in zip(starts, ends)])
+    scores[torch.from_numpy(r), torch.from_numpy(c)] = float("-inf")
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each target among the row's scores; ties go to the lower index
+    (the order of a stable descending sort)."""
+    t = scores.gather(1, targets[:, None])
+    idx = torch.arange(scores.shape[1])[None]
+    better = (scores > t) | ((scores == t) & (idx < targets[:, None]))
+    return better.sum(1)
+
+
+def ranking_metrics(ranks: np.ndarray, k: int) -> dict[str, float]:
+    """HR@k and NDCG@k (one relevant item per user) from 0-based ranks."""
+    ranks = np.asarray(ranks)
+    if ranks.size == 0:
+        return {f"hr@{k}": float("nan"), f"ndcg@{k}": float("nan")}
+    hit = ranks < k
+    return {
+        f"hr@{k}": float(hit.mean()),
+        f"ndcg@{k}": float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean()),
+    }
+
+
+Scorer = Callable[[UserSequences, np.ndarray], torch.Tensor]
+
+
+def evaluate_scorer(scorer: Scorer, inputs: UserSequences, targets: np.ndarray, k: int, chunk: int = 512) -> dict:
+    """Full-catalog ranking of each user's target given its input sequence (masked)."""
+    ranks = []
+    for lo in range(0, len(inputs), chunk):
+        rows = np.arange(lo, min(lo + chunk, len(inputs)))
+        scores = scorer(inputs, rows)
+        mask_rows(scores, inputs, rows)
+        ranks.append(target_ranks(scores, torch.from_numpy(targets[rows])).numpy())
+    ranks = np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
+    return {**ranking_metrics(ranks, k), "n_users": int(len(ranks))}
+
+
+def model_scorer(model: SASRec) -> Scorer:
+    def scorer(seqs: UserSequences, rows: np.ndarray) -> torch.Tensor:
+        return score_sequences(model, [seqs.row(u) for u in rows])
+
+    return scorer
+
+
+def popularity_scores(train: UserSequences, n_items: int) -> torch.Tensor:
+    """Positive-interaction counts per item index (PAD = -inf)."""
+    counts = np.bincount(train.items, minlength=n_items + 1).astype(np.float32)
+    out = torch.from_numpy(counts)
+    out[PAD] = float("-inf")
+    return out
+
+
+def popularity_scorer(pop: torch.Tensor) -> Scorer:
+    def scorer(seqs: UserSequences, rows: np.ndarray) -> torch.Tensor:
+        return pop[None].expand(len(rows), -1).clone()
+
+    return scorer
+
+
+@torch.no_grad()
+def score_sequences(model: SASRec, rows: Sequence[np.ndarray]) -> torch.Tensor:
+    model.eval()
+    return model.score(torch.from_numpy(left_pad(rows, model.cfg.max_len)))
+
+
+# ---- training ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    train: UserSequences
+    valid_inputs: UserSequences
+    valid_targets: np.ndarray
+    test_inputs: UserSequences
+    test_targets: np.ndarray
+
+
+def leave_last_out(seqs: UserSequences) -> Split:
+    lengths = seqs.lengths()
+    test_users = np.flatnonzero(lengths >= 2)
+    valid_users = np.flatnonzero(lengths >= 3)
+    last = seqs.indptr[1:] - 1
+    return Split(
+        train=seqs.drop_last(2),
+        valid_inputs=seqs.drop_last(2).take(valid_users),
+        valid_targets=seqs.items[last[valid_users] - 1],
+        test_inputs=seqs.drop_last(1).take(test_users),
+        test_targets=seqs.items[last[test_users]],
+    )
+
+
+@dataclass
+class TrainResult:
+    model: SASRec
+    catalog: Catalog
+    cfg: SeqRecConfig
+    model_version: str
+    history: list[dict] = field(default_factory=list)  # per epoch: loss, valid metrics, seconds
+    best_epoch: int = 0
+    test: dict = field(default_factory=dict)  # sasrec metrics on the test split
+    popularity: dict = field(default_factory=dict)  # popularity metrics on the test split
+    train_seconds: float = 0.0
+    n_windows: int = 0
+
+
+def train(seqs: UserSequences, catalog: Catalog, cfg: SeqRecConfig = SeqRecConfig(), log: Callable[[str], None] = lambda s: None) -> TrainResult:
+    """Train on the leave-last-out training split, pick the epoch by validation NDCG, and
+    evaluate the chosen weights and the popularity baseline on the test split."""
+    split = leave_last_out(seqs)
+    windows = training_windows(split.train, cfg.max_len)
+    if len(windows) == 0:
+        raise ValueError(
+            "no training transitions: every user has fewer than 4 distinct positive items, "
+            "so leave-last-out leaves nothing to train on"
+        )
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = SASRec(catalog.n_items, cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    data = torch.from_numpy(windows)
+    best, best_state, since_best, history = (-1.0, -math.inf), copy.deepcopy(model.state_dict()), 0, []
+    t0 = time.perf_counter()
+    ndcg_key = f"ndcg@{cfg.eval_k}"
+    for epoch in range(1, cfg.max_epochs + 1):
+        te = time.perf_counter()
+        model.train()
+        total, n = 0.0, 0
+        for batch in data[torch.randperm(len(data), generator=gen)].split(cfg.batch_size):
+            x, y = batch[:, :-1], batch[:, 1:]
+            valid = (x != PAD) & (y != PAD)
+            h = model(x)[valid]
+            logits = h @ model.item_emb.weight[1:].T
+            loss = F.cross_entropy(logits, y[valid] - 1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * int(valid.sum())
+            n += int(valid.sum())
+        row = {"epoch": epoch, "loss": total / max(n, 1)}
+        if len(split.valid_inputs):
+            row.update({f"valid_{k}": v for k, v in evaluate_scorer(model_scorer(model), split.valid_inputs, split.valid_targets, cfg.eval_k).items() if k != "n_users"})
+        row["seconds"] = time.perf_counter() - te
+        history.append(row)
+        log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+        # Validation NDCG picks the epoch; equal NDCG goes to the lower training loss.
+        score = (row.get(f"valid_{ndcg_key}", 0.0), -row["loss"])
+        if score > best:
+            best, best_state, since_best = score, copy.deepcopy(model.state_dict()), 0
+        else:
+            since_best += 1
+        if since_best >= cfg.patience:
+            break
+        if cfg.time_budget_s is not None and time.perf_counter() - t0 > cfg.time_budget_s:
+            log(f"time budget {cfg.time_budget_s}s reached after epoch {epoch}")
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    best_epoch = max(history, key=lambda r: (r.get(f"valid_{ndcg_key}", 0.0), -r["loss"]))["epoch"]
+    test = evaluate_scorer(model_scorer(model), split.test_inputs, split.test_targets, cfg.eval_k)
+    # Popularity sees everything but the test targets, like the model's test inputs do.
+    pop = popularity_scores(seqs.drop_last(1), catalog.n_items)
+    popular = evaluate_scorer(popularity_scorer(pop), split.test_inputs, split.test_targets, cfg.eval_k)
+    version = _version(cfg, catalog, seqs)
+    return TrainResult(
+        model=model,
+        catalog=catalog,
+        cfg=cfg,
+        model_version=version,
+        history=history,
+        best_epoch=best_epoch,
+        test=test,
+        popularity=popular,
+        train_seconds=time.perf_counter() - t0,
+        n_windows=len(windows),
+    )
+
+
+def _version(cfg: SeqRecConfig, catalog: Catalog, seqs: UserSequences) -> str:
+    h = hashlib.sha1()
+    h.update(json.dumps(asdict(cfg), sort_keys=True).encode())
+    h.update(catalog.digest().encode())
+    h.update(seqs.indptr.tobytes())
+    h.update(seqs.items.tobytes())
+    return f"sasrec-{h.hexdigest()[:12]}"
+
+
+def evaluation_frame(result: TrainResult) -> pl.DataFrame:
+    """Rows for ml.ranker_evaluation: one per (model, metric)."""
+    rows = []
+    for model_name, metrics in (("sasrec", result.test), ("popularity", result.popularity)):
+        for metric, value in metrics.items():
+            if metric == "n_users":
+                continue
+            rows.append((model_name, metric, float(value), int(metrics["n_users"])))
+    return pl.DataFrame(
+        rows,
+        schema={"model": pl.String, "metric": pl.String, "value": pl.Float64, "n_users": pl.Int64},
+        orient="row",
+    ).with_columns(
+        pl.lit("leave_last_out_full_catalog").alias("protocol"),
+        pl.lit(result.model_version).alias("model_version"),
+        pl.lit(result.best_epoch).cast(pl.Int64).alias("best_epoch"),
+    )
+
+
+# ---- persistence -------------------------------------------------------------
+
+
+def save(result: TrainResult, directory: Path) -> Path:
+    """Weights, config and catalog in one file (written atomically) plus a model card."""
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "state_dict": result.model.state_dict(),
+        "config": asdict(result.cfg),
+        "item_ids": list(result.catalog.item_ids),
+        "model_version": result.model_version,
+    }
+    tmp = directory / f".{MODEL_FILE}.tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, directory / MODEL_FILE)
+    card = {
+        "model_version": result.model_version,
+        "architecture": "SASRec (causal self-attention, full-softmax CE)",
+        "config": asdict(result.cfg),
+        "n_items": result.catalog.n_items,
+        "n_training_windows": result.n_windows,
+        "best_epoch": result.best_epoch,
+        "train_seconds": round(result.train_seconds, 2),
+        "test": result.test,
+        "popularity_baseline": result.popularity,
+        "history": result.history,
+    }
+    (directory / CARD_FILE).write_text(json.dumps(card, indent=2))
+    return directory / MODEL_FILE
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: SASRec
+    catalog: Catalog
+    model_version: str
+
+
+def load(directory: Path) -> LoadedModel:
+    path = directory / MODEL_FILE
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no trained sequence recommender at {path}; materialize the ml/ranker_evaluation asset first"
+        )
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = SeqRecConfig(**payload["config"])
+    catalog = Catalog(tuple(payload["item_ids"]))
+    model = SASRec(catalog.n_items, cfg)
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return LoadedModel(model, catalog, payload["model_version"])

@@ -1,0 +1,89 @@
+"""Restricted top-k and target choice on hand-made score matrices (no warehouse)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import torch
+
+from models_ml import ranking, seqrec
+
+NEG = float("-inf")
+# items 1..6 (0 = PAD); clusters: 1 -> 7, 2 -> 7, 3 -> 8, 4 -> 8, 5 -> 8, 6 -> 9
+ITEM_CLUSTER = torch.tensor([ranking.NO_CLUSTER, 7, 7, 8, 8, 8, 9])
+
+
+def scores():
+    return torch.tensor([
+        [0.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
+        [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+    ])
+
+
+def test_unrestricted_topk_excludes_consumed_and_pad():
+    consumed = seqrec._csr(("a", "b"), [np.array([1]), np.array([6, 5])])
+    v, i = ranking.restricted_topk(scores(), 3, consumed)
+    assert i.tolist() == [[2, 3, 4], [4, 3, 2]]
+    assert torch.allclose(v, torch.tensor([[0.8, 0.7, 0.6], [0.4, 0.3, 0.2]]))
+
+
+def test_restricted_topk_keeps_only_the_target_cluster():
+    consumed = seqrec._csr(("a", "b"), [np.array([3]), np.array([])])
+    v, i = ranking.restricted_topk(scores(), 3, consumed, item_cluster=ITEM_CLUSTER, target=torch.tensor([8, 7]))
+    # row a: cluster 8 = {3, 4, 5} minus consumed 3 -> [4, 5] then nothing (-inf)
+    assert i[0, :2].tolist() == [4, 5] and v[0, 2].item() == NEG
+    # row b: cluster 7 = {1, 2} by score 0.2 > 0.1
+    assert i[1, :2].tolist() == [2, 1] and v[1, 2].item() == NEG
+
+
+def test_target_without_items_keeps_nothing():
+    v, _ = ranking.restricted_topk(scores(), 2, None, item_cluster=ITEM_CLUSTER,
+                                   target=torch.tensor([ranking.NO_CLUSTER, 42]))
+    assert torch.isinf(v).all()
+
+
+def test_rows_only_see_their_own_exclusions_when_rows_are_a_subset():
+    consumed = seqrec._csr(("a", "b", "c"), [np.array([1]), np.array([2]), np.array([1, 2])])
+    v, i = ranking.restricted_topk(scores()[[0]], 1, consumed, np.array([1]))  # row 0 is user b
+    assert i.tolist() == [[1]]
+
+
+def test_popularity_key_orders_by_count_then_index():
+    counts = np.array([0, 2, 5, 2, 0, 5])
+    key = ranking.popularity_key(counts)
+    order = torch.topk(key, 5).indices.tolist()
+    assert order == [2, 5, 1, 3, 4]
+
+
+def _data(consumed_clusters):
+    catalog = seqrec.Catalog(("i1", "i2", "i3", "i4", "i5", "i6"))
+    users = tuple(f"u{j}" for j in range(len(consumed_clusters)))
+    empty = seqrec._csr(users, [np.zeros(0, dtype=np.int64)] * len(users))
+    return ranking.RankingData(catalog, ITEM_CLUSTER.numpy(), users, empty, empty,
+                               [frozenset(c) for c in consumed_clusters], np.zeros(7, dtype=np.int64), 2)
+
+
+def test_choose_targets_takes_the_best_ranked_unconsumed_suggestion():
+    data = _data([{7}, {7, 8}, {7, 8, 9}])
+    cands = pl.DataFrame({
+        "user_id": ["u0", "u0", "u1", "u1", "u2", "u9"],
+        "rank": [1, 2, 1, 2, 1, 1],
+        "next_cluster_id": [8, 9, 8, 9, 9, 8],
+        "score": [0.6, 0.3, 0.5, 0.4, 0.9, 0.9],
+    })
+    # u0: rank 1 (8) is new; u1: rank 1 (8) consumed -> rank 2 (9); u2: 9 consumed -> none;
+    # u9 is not a user of this data -> ignored.
+    assert ranking.choose_targets(cands, data) == {"u0": (8, 1, 0.6), "u1": (9, 2, 0.4)}
+
+
+def test_model_fallback_picks_the_cluster_of_the_best_unconsumed_item():
+    data = _data([{7}, {7, 8, 9}])
+    stats = ranking.GenerationStats()
+    tgt, meta = ranking._explore_targets(
+        scores(), ["u0", "u1"], np.array([0, 1]), data, {}, ITEM_CLUSTER,
+        ranking._cluster_table(data.item_cluster), stats,
+    )
+    # u0 consumed 7: best item outside 7 is item 3 (0.7, cluster 8); u1 consumed all clusters
+    assert tgt.tolist() == [8, ranking.NO_CLUSTER]
+    assert meta == [(8, ranking.FALLBACK_SOURCE, None), (None, None, None)]
+    assert stats.explore_model_fallback == 1 and stats.explore_no_novel_cluster == 1
