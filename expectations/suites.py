@@ -31,9 +31,6 @@ E = gx.expectations
 SCHEMA = "schema"
 TABLE = "table"
 
-# Recommendation policies (ml.recommendations.policy). Kept here until the ranking
-# module exports its own constant.
-POLICIES = ("explore", "baseline", "popular")
 SPLITS = ("train", "eval")
 
 # DuckDB type families accepted for a contract type: polars writes Int64/Int32 as
@@ -58,6 +55,8 @@ class Params:
     positive_threshold: float
     max_per_label: int
     max_per_history: int
+    top_m: int  # lookup-table ranks per history (at most)
+    slate_k: int  # recommendations per slate (at most)
     levels: tuple[int, ...] = config.LEVELS
 
     @classmethod
@@ -69,6 +68,8 @@ class Params:
             positive_threshold=float(v["positive_threshold"]),
             max_per_label=int(v["max_per_label"]),
             max_per_history=int(v["max_per_history"]),
+            top_m=config.llm_top_m(),
+            slate_k=config.slate_k(),
         )
 
 
@@ -407,19 +408,19 @@ def training_pairs_suite(p: Params, existing: frozenset[str] = frozenset()) -> S
             _violation(
                 "label_cap",
                 f"""
-                select level, k, next_cluster_id, count(*) as n from {t}
-                group by level, k, next_cluster_id having count(*) > {p.max_per_label}
+                select level, k, split, next_cluster_id, count(*) as n from {t}
+                group by level, k, split, next_cluster_id having count(*) > {p.max_per_label}
                 """,
-                f"at most max_per_label={p.max_per_label} examples per next cluster (per level, k)",
+                f"at most max_per_label={p.max_per_label} examples per next cluster (per level, k, split)",
                 (),
             ),
             _violation(
                 "history_cap",
                 f"""
-                select level, k, history, count(*) as n from {t}
-                group by level, k, history having count(*) > {p.max_per_history}
+                select level, k, split, history, count(*) as n from {t}
+                group by level, k, split, history having count(*) > {p.max_per_history}
                 """,
-                f"at most max_per_history={p.max_per_history} examples per history (per level, k)",
+                f"at most max_per_history={p.max_per_history} examples per history (per level, k, split)",
                 (),
             ),
         ],
@@ -444,7 +445,7 @@ def novel_interest_transitions_suite(p: Params, existing: frozenset[str] = froze
             *_levels(p),
             *_not_blank("model_version"),
             Check("k_positive", E.ExpectColumnValuesToBeBetween(column="k", min_value=1)),
-            Check("rank_positive", E.ExpectColumnValuesToBeBetween(column="rank", min_value=1)),
+            Check("rank_in_range", E.ExpectColumnValuesToBeBetween(column="rank", min_value=1, max_value=p.top_m)),
             Check("score_in_unit_interval", E.ExpectColumnValuesToBeBetween(column="score", min_value=0, max_value=1)),
             Check(
                 "unique_history_rank",
@@ -510,6 +511,8 @@ def novel_interest_transitions_suite(p: Params, existing: frozenset[str] = froze
 
 
 def recommendations_suite(p: Params, existing: frozenset[str] = frozenset()) -> Suite:
+    from models_ml.ranking import POLICIES  # imported here: it pulls in torch
+
     t, ic, items = config.RECOMMENDATIONS, config.ITEM_CLUSTERS, config.RAW_ITEMS
     return _build(
         t,
@@ -525,7 +528,7 @@ def recommendations_suite(p: Params, existing: frozenset[str] = frozenset()) -> 
         [
             *_not_null("policy", "user_id", "rank", "item_id", "cluster_id", "score"),
             Check("policy_in_set", E.ExpectColumnValuesToBeInSet(column="policy", value_set=list(POLICIES))),
-            Check("rank_positive", E.ExpectColumnValuesToBeBetween(column="rank", min_value=1)),
+            Check("rank_in_range", E.ExpectColumnValuesToBeBetween(column="rank", min_value=1, max_value=p.slate_k)),
             Check(
                 "score_finite",
                 E.ExpectColumnValuesToBeBetween(column="score", min_value=-FINITE_MAX, max_value=FINITE_MAX),

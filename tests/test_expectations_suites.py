@@ -116,9 +116,9 @@ CORRUPTIONS = [
     _c(TP, "unknown_history_cluster", f"update {TP} set history = [0, 9] where {H01}", "clusters_exist_at_level"),
     _c(TP, "unknown_next_cluster", f"update {TP} set next_cluster_id = 9 where {H01}", "clusters_exist_at_level"),
     _c(TP, "user_in_both_splits", f"update {TP} set split = 'eval' where {H01}", "user_in_one_split"),
-    # max_per_label = 2 in PARAMS; next 3 already has 2 examples
-    _c(TP, "label_over_cap", f"insert into {TP} select level, k, [0, 2], 3, split, user_id, event_ts from {TP} "
-       f"where {H01}", "label_cap"),
+    # max_per_label = 2 per (level, k, split); next 3 has one train example, two more make 3
+    _c(TP, "label_over_cap", f"insert into {TP} select level, k, h, 3, split, user_id, event_ts from {TP}, "
+       f"(values ([0, 1]), ([0, 2])) v(h) where {H01}", "label_cap"),
     # max_per_history = 2: three examples of history [2, 3]
     _c(TP, "history_over_cap", f"insert into {TP} select level, k, history, nxt, split, user_id, event_ts "
        f"from {TP}, (values (1), (2)) v(nxt) where history = [2, 3]", "history_cap"),
@@ -130,7 +130,10 @@ CORRUPTIONS = [
       for col in ("level", "k", "history", "rank", "next_cluster_id", "score", "model_version")],
     _c(NIT, "score_above_1", f"update {NIT} set score = 1.5 where {H01} and rank = 1", "score_in_unit_interval"),
     _c(NIT, "score_negative", f"update {NIT} set score = -0.1 where {H01} and rank = 2", "score_in_unit_interval"),
-    _c(NIT, "rank_zero", f"update {NIT} set rank = 0 where {H01} and rank = 1", "rank_positive"),
+    _c(NIT, "rank_zero", f"update {NIT} set rank = 0 where {H01} and rank = 1", "rank_in_range"),
+    # top_m = 2 in PARAMS
+    _c(NIT, "rank_above_top_m", f"insert into {NIT} select level, k, history, 3, 9, 0.1, model_version from {NIT} "
+       f"where {H01} and rank = 1", "rank_in_range"),
     _c(NIT, "duplicate_rank", f"update {NIT} set rank = 1, score = 0.7 where {H01} and rank = 2",
        "unique_history_rank"),
     _c(NIT, "duplicate_next", f"update {NIT} set next_cluster_id = 2 where {H01} and rank = 2",
@@ -155,7 +158,9 @@ CORRUPTIONS = [
     *[_c(R, f"null_{col}", f"update {R} set {col} = null where {R_U1} and rank = 1", f"not_null_{col}")
       for col in ("policy", "user_id", "rank", "item_id", "cluster_id", "score")],
     _c(R, "unknown_policy", f"update {R} set policy = 'random' where {R_U1}", "policy_in_set"),
-    _c(R, "rank_zero", f"update {R} set rank = 0 where {R_U1} and rank = 1", "rank_positive"),
+    _c(R, "rank_zero", f"update {R} set rank = 0 where {R_U1} and rank = 1", "rank_in_range"),
+    # slate_k = 2 in PARAMS: a third item on a slate
+    _c(R, "rank_above_slate_k", f"insert into {R} values ('baseline', 'u1', 3, 'i7', 3, 0.1, null)", "rank_in_range"),
     _c(R, "score_inf", f"update {R} set score = 'inf'::double where {R_U1} and rank = 1", "score_finite"),
     _c(R, "score_nan", f"update {R} set score = 'nan'::double where {R_U1} and rank = 2", "not_null_score"),
     _c(R, "explore_without_target", f"update {R} set target_cluster_id = null where policy = 'explore' "
