@@ -235,6 +235,11 @@ def lookup_candidates(
 
 def validate_lookup(con: duckdb.DuckDBPyConnection, level: int, k: int) -> None:
     """Every lookup row at (level, k) must name a cluster that has items at that level."""
+    if not wh.table_exists(con, config.NOVEL_INTEREST_TRANSITIONS):
+        raise LookupError(
+            f"{config.NOVEL_INTEREST_TRANSITIONS} does not exist: the explore policy needs the LLM lookup "
+            "table; materialize the llm assets first"
+        )
     bad = wh.query(
         con,
         f"""

@@ -1,0 +1,112 @@
+"""Item level (group `ranking`): SASRec ranker -> ml.ranker_evaluation, three slate
+policies for every user -> ml.recommendations, and the dbt mart exploration_metrics."""
+
+import time
+
+from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
+
+from models_ml import config, ranking, seqrec
+from models_ml import warehouse as wh
+from orchestration.assets.ingestion import asset_key_path
+from orchestration.dbt import dbt_asset_group
+from orchestration.resources import WarehouseResource
+
+GROUP = "ranking"
+
+# exploration_metrics reads ml.recommendations, so it is its own dbt op (no cycle).
+ranking_dbt = dbt_asset_group(name="ranking_dbt_assets", group=GROUP, select="tag:ranking")
+
+
+@asset(
+    key=asset_key_path(config.RANKER_EVALUATION),
+    group_name=GROUP,
+    kinds={"pytorch", "duckdb"},
+    deps=[AssetKey(["stg_interactions"]), AssetKey(asset_key_path(config.RAW_ITEMS))],
+    description=(
+        "Train the SASRec sequence recommender on positive item sequences (leave-last-out), "
+        "save it under IE_MODELS_DIR/sasrec, and write HR@10/NDCG@10 of it and of a popularity "
+        "baseline (full-catalog ranking) to ml.ranker_evaluation."
+    ),
+)
+def ranker_evaluation(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+    with warehouse.connect() as con:
+        seqs, catalog = seqrec.load_training_data(con)
+    # No connection is held while training (single-writer DuckDB, in-process executor).
+    cfg = seqrec.SeqRecConfig(**config.seqrec_overrides())
+    context.log.info(f"training SASRec on {len(seqs)} users, {catalog.n_items} items, {seqs.items.size} positives")
+    result = seqrec.train(seqs, catalog, cfg, log=context.log.info)
+    path = seqrec.save(result, config.ranker_dir())
+    frame = seqrec.evaluation_frame(result)
+    with warehouse.connect() as con:
+        wh.write_table(con, config.RANKER_EVALUATION, frame)
+    k = cfg.eval_k
+    s, p = result.test, result.popularity
+    return MaterializeResult(
+        metadata={
+            f"sasrec_hr@{k}": MetadataValue.float(s[f"hr@{k}"]),
+            f"sasrec_ndcg@{k}": MetadataValue.float(s[f"ndcg@{k}"]),
+            f"popularity_hr@{k}": MetadataValue.float(p[f"hr@{k}"]),
+            f"popularity_ndcg@{k}": MetadataValue.float(p[f"ndcg@{k}"]),
+            "eval_users": MetadataValue.int(s["n_users"]),
+            "items": MetadataValue.int(catalog.n_items),
+            "best_epoch": MetadataValue.int(result.best_epoch),
+            "epochs_run": MetadataValue.int(len(result.history)),
+            "train_seconds": MetadataValue.float(round(result.train_seconds, 1)),
+            "model_version": result.model_version,
+            "model_path": MetadataValue.path(str(path)),
+            "config": MetadataValue.json(cfg.__dict__),
+            "evaluation": MetadataValue.md(_markdown(frame.select("model", "metric", "value", "n_users"))),
+        }
+    )
+
+
+@asset(
+    key=asset_key_path(config.RECOMMENDATIONS),
+    group_name=GROUP,
+    kinds={"pytorch", "duckdb"},
+    deps=[
+        AssetKey(asset_key_path(config.RANKER_EVALUATION)),
+        AssetKey(asset_key_path(config.NOVEL_INTEREST_TRANSITIONS)),
+        AssetKey(asset_key_path(config.ITEM_CLUSTERS)),
+        AssetKey(["user_cluster_sequences"]),
+        AssetKey(["stg_interactions"]),
+    ],
+    description=(
+        "Slates for every user: explore (last K distinct clusters -> lookup table -> novel "
+        "cluster -> restricted top-k), baseline (unrestricted model) and popular; written in "
+        "chunks and swapped in atomically."
+    ),
+)
+def recommendations(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+    loaded = seqrec.load(config.ranker_dir())
+    k, chunk = config.slate_k(), config.ranking_chunk_users()
+    t0 = time.perf_counter()
+    with warehouse.connect() as con:
+        stats = ranking.generate_all(con, loaded, k, chunk_users=chunk)
+    seconds = time.perf_counter() - t0
+    d = stats.as_dict()
+    context.log.info(f"recommendations: {d}")
+    return MaterializeResult(
+        metadata={
+            "rows": MetadataValue.int(sum(stats.rows.values())),
+            "rows_per_policy": MetadataValue.json(stats.rows),
+            "users": MetadataValue.int(stats.users),
+            "users_without_positive_history": MetadataValue.int(stats.users_without_positive_history),
+            "explore_target_from_lookup": MetadataValue.int(stats.explore_from_lookup),
+            "explore_target_model_fallback": MetadataValue.int(stats.explore_model_fallback),
+            "explore_no_novel_cluster": MetadataValue.int(stats.explore_no_novel_cluster),
+            "short_slates": MetadataValue.json(stats.short_slates),
+            "slate_k": MetadataValue.int(k),
+            "level": MetadataValue.int(config.llm_level()),
+            "model_version": loaded.model_version,
+            "seconds": MetadataValue.float(round(seconds, 2)),
+            "users_per_second": MetadataValue.float(round(stats.users / seconds, 1) if seconds else 0.0),
+        }
+    )
+
+
+def _markdown(df) -> str:
+    head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
+    return head + "\n".join(
+        "| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |" for row in df.iter_rows()
+    )
