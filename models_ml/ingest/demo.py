@@ -24,7 +24,7 @@ The world:
   allow), a user dwells in a theme for a geometric number of events (mean grows with
   the user's activity), and :data:`P_NOISE` of events are off-interest picks.
   Ratings are 1.0-5.0 in 0.5 steps; in-interest events are positive (>= 4.0) 80% of
-  the time, off-interest ones 23%. Timestamps increase strictly per user within 2023.
+  the time, off-interest ones 12%. Timestamps increase strictly per user within 2023.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ DEFAULT_EVENTS = 200_000
 DEFAULT_SEED = 7
 
 P_REVISIT = 0.3  # a segment returns to an already-seen theme
-P_NOISE = 0.07  # an event is an off-interest pick from a random theme
+P_NOISE = 0.05  # an event is an off-interest pick from a random theme
 P_EXPLORE = 0.15  # uniform share of the next-theme distribution
 W_LAST, W_PAIR = 0.40, 0.45  # weights of succ(b) and of the pair's own successor for history (a, b)
 MIN_EVENTS_PER_USER = 5
@@ -53,7 +53,7 @@ START = dt.datetime(2023, 1, 1)
 YEAR_S = 365 * 24 * 3600
 RATINGS = np.arange(1.0, 5.01, 0.5)
 P_RATING_IN = np.array([0.01, 0.01, 0.02, 0.03, 0.05, 0.08, 0.30, 0.25, 0.25])  # 80% >= 4.0
-P_RATING_OUT = np.array([0.12, 0.08, 0.15, 0.12, 0.18, 0.12, 0.12, 0.06, 0.05])  # 23% >= 4.0
+P_RATING_OUT = np.array([0.14, 0.10, 0.16, 0.14, 0.18, 0.16, 0.06, 0.03, 0.03])  # 12% >= 4.0
 SUCCESSOR_WEIGHTS = {2: (0.65, 0.35), 3: (0.5, 0.3, 0.2), 4: (0.4, 0.3, 0.2, 0.1)}
 
 # category -> (category words, {theme: theme words})
@@ -322,8 +322,11 @@ def _journeys(rng: np.random.Generator, counts: np.ndarray, p: np.ndarray, pop: 
     return out
 
 
-def _items(rng: np.random.Generator, n_items: int) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
-    """Items frame (item_id, title, text), theme per item index, and per-theme offsets."""
+def _items(
+    rng: np.random.Generator, n_items: int
+) -> tuple[pl.DataFrame, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Items (item_id, title, text), the theme of each item, and (item indices grouped
+    by theme, each theme's offset into them, theme sizes)."""
     meta = themes()
     theme_names, cat_idx = meta["theme"].to_list(), meta["category_idx"].to_list()
     cats = list(CATALOG.values())
@@ -345,20 +348,19 @@ def _items(rng: np.random.Generator, n_items: int) -> tuple[pl.DataFrame, np.nda
         cw = [cat_words[i] for i in rng.choice(len(cat_words), 2, replace=False)]
         gw = [GENERIC_WORDS[i] for i in rng.choice(len(GENERIC_WORDS), 3, replace=False)]
         fmt = FORMATS[int(rng.integers(len(FORMATS)))]
-        fill = {"fmt": fmt, "Fmt": fmt.title()}
+        fill = {"fmt": fmt, "Fmt": fmt[:1].upper() + fmt[1:]}
         for prefix, seq in (("w", words), ("c", cw), ("g", gw)):
             for i, w in enumerate(seq):
                 fill[f"{prefix}{i}"] = w
                 fill[f"{prefix.upper()}{i}"] = w[:1].upper() + w[1:]
-                fill[f"T{i}"] = string.capwords(w) if prefix == "w" else fill.get(f"T{i}")
-        fill["Tfmt"] = string.capwords(fmt)
+        fill.update({f"T{i}": string.capwords(w) for i, w in enumerate(words)}, Tfmt=string.capwords(fmt))
         title = TITLES[int(rng.integers(len(TITLES)))].format(**fill)
         body = TEMPLATES[int(rng.integers(len(TEMPLATES)))].format(**fill)
         titles[order[k]], texts[order[k]] = title, f"{title}. {body}"
     theme_of_id = np.empty(n_items, dtype=np.int64)
     theme_of_id[order] = item_theme
     items = pl.DataFrame({"item_id": ids, "title": titles, "text": texts})
-    # index_in_theme -> item index: items of theme t, in id order
+    # item indices grouped by theme (id order within a theme)
     by_theme = np.argsort(theme_of_id, kind="stable")
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     return items, theme_of_id, (by_theme, offsets, sizes)

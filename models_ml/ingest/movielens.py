@@ -90,9 +90,13 @@ def decode(file: Path) -> str:
 
 def read_csv(file: Path, required: tuple[str, ...]) -> pl.DataFrame:
     """A headed CSV with every column as a string (bad values are judged later, not here)."""
-    text = decode(file)
+    data = file.read_bytes()
     try:
-        df = pl.read_csv(text.encode("utf-8"), infer_schema=False)
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        data = data.decode("latin-1").encode("utf-8")
+    try:
+        df = pl.read_csv(data, infer_schema=False)
     except pl.exceptions.PolarsError as exc:
         raise v.IngestError(f"{file}: cannot be read as CSV: {exc}") from exc
     v.require_columns(df.columns, file, required)
@@ -133,13 +137,12 @@ def _tags_text(tags: pl.DataFrame | None, file: str, raw_cols: list[str], item_c
         v.clean_id(item_col).alias("__id"), pl.col(tag_col).str.strip_chars().str.to_lowercase().alias("__tag")
     )
     reason = (
-        pl.when(v.all_null(raw_cols)).then(pl.lit(v.EMPTY_ROW))
-        .when(pl.col("__id").is_null()).then(pl.lit(v.NULL_ITEM_ID))
+        pl.when(pl.col("__id").is_null()).then(pl.lit(v.NULL_ITEM_ID))
         .when(pl.col("__tag").fill_null("") == "").then(pl.lit(v.EMPTY_TAG))
         .when(~pl.col("__id").is_in(movie_ids.implode())).then(pl.lit(v.UNKNOWN_ITEM_ID))
     )
     tags = tags.with_columns(reason.alias("__reason"))
-    rejected = v.rejected_frame(tags.filter(pl.col("__reason").is_not_null()), file, raw_cols)
+    rejected = v.rejected_frame(v.mark_empty_rows(tags.filter(pl.col("__reason").is_not_null()), raw_cols), file, raw_cols)
     top = (
         tags.filter(pl.col("__reason").is_null())
         .group_by("__id", "__tag").len()
