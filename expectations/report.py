@@ -10,7 +10,8 @@ _MAX_CELL = 60
 
 
 def _cell(v) -> str:
-    s = v if isinstance(v, str) else json.dumps(v)
+    # blank strings are quoted: they are often the defect being shown
+    s = v if isinstance(v, str) and v.strip() else json.dumps(v)
     s = s.replace("|", "\\|").replace("\n", " ")
     return s if len(s) <= _MAX_CELL else s[: _MAX_CELL - 3] + "..."
 
@@ -28,7 +29,8 @@ def failure_summary(r: CheckResult) -> str:
     if r.message:
         return r.message.strip().splitlines()[0]  # the full text stays in the JSON results
     if r.unexpected_count is not None:
-        what = "offending rows" if r.frame not in ("schema", "table") else "unexpected values"
+        noun = "offending row" if r.frame not in ("schema", "table") else "unexpected value"
+        what = noun if r.unexpected_count == 1 else noun + "s"
         total = f" of {r.element_count}" if r.element_count is not None and r.frame == "table" else ""
         return f"{r.unexpected_count}{total} {what}"
     return f"observed {json.dumps(r.observed)}"

@@ -42,6 +42,9 @@ FLOAT = ("DOUBLE", "FLOAT")
 STR = ("VARCHAR",)
 TS = ("TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "TIMESTAMP WITH TIME ZONE")
 
+FAMILY_NAMES = {INT: "an integer type", INT_LIST: "a list of an integer type", FLOAT: "DOUBLE or FLOAT",
+                STR: "VARCHAR", TS: "a TIMESTAMP type"}
+
 BLANK = r"^\s*$"
 FINITE_MAX = sys.float_info.max  # between(-max, max) rejects +-inf; nulls/NaN fail not_null
 
@@ -126,18 +129,22 @@ def _schema_checks(columns: dict[str, tuple[str, ...]]) -> list[Check]:
                     row_condition=Column("column_name") == col,
                 ),
                 SCHEMA,
-                f"{col} is {' | '.join(types[:3])}{'...' if len(types) > 3 else ''}",
+                f"{col} is {FAMILY_NAMES.get(types, ' or '.join(types))}",
             )
         )
     return checks
 
 
 def _not_null(*cols: str) -> list[Check]:
-    return [Check(f"not_null_{c}", E.ExpectColumnValuesToNotBeNull(column=c)) for c in cols]
+    return [Check(f"not_null_{c}", E.ExpectColumnValuesToNotBeNull(column=c), description=f"{c} is never null (or NaN)")
+            for c in cols]
 
 
 def _not_blank(*cols: str) -> list[Check]:
-    return [Check(f"not_blank_{c}", E.ExpectColumnValuesToNotMatchRegex(column=c, regex=BLANK)) for c in cols]
+    return [
+        Check(f"not_blank_{c}", E.ExpectColumnValuesToNotMatchRegex(column=c, regex=BLANK), description=f"{c} is not blank")
+        for c in cols
+    ]
 
 
 def _levels(p: Params) -> list[Check]:
