@@ -219,12 +219,24 @@ def _to_result(table: str, check: Check, r, df: pd.DataFrame, samples: int) -> C
 
 
 def existing_tables(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
-    """Tables and views in the warehouse schemas (staging tables excluded)."""
+    """Readable tables and views in the warehouse schemas (staging tables excluded).
+
+    A view that cannot be read counts as absent: dbt-duckdb views name the catalog
+    (the file's stem), so in a copied or renamed warehouse file they no longer bind.
+    """
     rows = con.execute(
-        "select table_schema, table_name from information_schema.tables "
+        "select table_schema, table_name, table_type from information_schema.tables "
         "where table_schema in ('raw', 'ml', 'main') and table_name not like '\\_\\_stage\\_%' escape '\\'"
     ).fetchall()
-    return frozenset(f"{s}.{t}" for s, t in rows)
+    out = set()
+    for schema, name, kind in rows:
+        if kind == "VIEW":
+            try:
+                con.execute(f'select * from "{schema}"."{name}" limit 0')
+            except duckdb.Error:
+                continue
+        out.add(f"{schema}.{name}")
+    return frozenset(out)
 
 
 def _run_frame(

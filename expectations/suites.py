@@ -624,11 +624,11 @@ def _consumed_violation(p: Params, existing: frozenset[str]):
     # The positive flag's one home is dbt's stg_interactions; before dbt has run,
     # fall back to the raw table with the same threshold (dbt var positive_threshold).
     if config.STG_INTERACTIONS in existing:
-        source = config.STG_INTERACTIONS
+        source, requires = config.STG_INTERACTIONS, config.STG_INTERACTIONS
         positives = f"select user_id, item_id from {source} where is_positive"
     else:
-        source = config.RAW_INTERACTIONS
-        positives = f"select user_id, item_id from {source} where engagement >= {p.positive_threshold}"
+        source, requires = f"{config.RAW_INTERACTIONS}, engagement >= {p.positive_threshold}", config.RAW_INTERACTIONS
+        positives = f"select user_id, item_id from {requires} where engagement >= {p.positive_threshold}"
     return _violation(
         "no_consumed_item_recommended",
         f"""
@@ -642,7 +642,7 @@ def _consumed_violation(p: Params, existing: frozenset[str]):
         order by r.policy, r.user_id, r.rank
         """,
         f"no item the user already consumed positively ({source}) is recommended",
-        (source,),
+        (requires,),
     )
 
 

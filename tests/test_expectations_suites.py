@@ -333,3 +333,23 @@ def test_missing_dependency_is_an_error_not_a_pass(db_copy):
     errors = {f.check for f in result.failures if f.status == "error"}
     assert errors == {"item_exists", "every_item_assigned_at_every_level"}
     assert "raw.items" in result.result("item_exists").message
+
+
+def test_unbindable_dbt_view_falls_back_to_raw(tmp_path):
+    """dbt-duckdb views name the catalog (the file's stem): in a copied warehouse file
+    stg_interactions no longer binds, and the consumed check uses raw + threshold."""
+    original = build_warehouse(tmp_path / "interest_explorer.duckdb", with_stg=False)
+    with wh.connect(original) as con:
+        con.execute(
+            f"create view {config.STG_INTERACTIONS} as select *, engagement >= 4.0 as is_positive "
+            f"from interest_explorer.{config.RAW_INTERACTIONS}"
+        )
+    assert _validate(original, R).result("no_consumed_item_recommended").description.endswith(
+        f"({config.STG_INTERACTIONS}) is recommended"
+    )
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(original, copy)
+    result = _validate(copy, R, f"update {R} set item_id = 'i1', cluster_id = 0 where {R_U1} and rank = 1")
+    r = result.result("no_consumed_item_recommended")
+    assert r.status == "failed" and r.unexpected_count == 1
+    assert "raw.interactions, engagement >= 4.0" in r.description
