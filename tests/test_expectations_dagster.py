@@ -206,3 +206,29 @@ def test_real_graph_skips_downstream_of_failed_gate(db, table):
     # only the check's own step started; every downstream step was skipped
     started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
     assert started and all(check_key.name in step for step in started), started
+
+
+def test_quality_selection_runs_every_gate_without_materializing(db, monkeypatch):
+    """define_asset_job("quality", selection=QUALITY_SELECTION) validates the current
+    warehouse: no asset runs, every check reports, one bad table fails the run."""
+    with wh.connect(db) as con:
+        con.execute(f"update {config.CLUSTERS} set description = 'drama war' where level = 2 and cluster_id = 0")
+    defs = real_defs()
+    run_defs = Definitions(
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        jobs=[define_asset_job("quality", selection=quality.QUALITY_SELECTION)],
+        resources={**defs.resources, "warehouse": WarehouseResource(database=str(db))},
+        executor=in_process_executor,
+    )
+    result = run_defs.resolve_job_def("quality").execute_in_process(
+        instance=DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    assert materialized(result) == set()
+    evals = evaluations(result)
+    assert set(evals) == {quality.check_name(t) for t in TABLES}
+    assert {name for name, e in evals.items() if not e.passed} == {quality.check_name(config.CLUSTERS)}
+    assert [f["check"] for f in failures(evals[quality.check_name(config.CLUSTERS)])] == [
+        "unique_description_within_level"
+    ]
+    assert not result.success
