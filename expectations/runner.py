@@ -290,6 +290,9 @@ def validate_table(
     results = _run_frame(ge, table, SCHEMA, schema_df, by_frame.pop(SCHEMA), samples)
     missing_cols = [c for c in suite.columns if c not in set(schema_df["column_name"])]
     if missing_cols:
+        for r in results:
+            if r.check == "columns_present":
+                r.message = f"missing column(s): {', '.join(missing_cols)}"
         rest = [c for checks in by_frame.values() for c in checks]
         msg = f"not run: {table} lacks required column(s) {', '.join(missing_cols)}"
         results += _failed_all(table, rest, SKIPPED, msg)

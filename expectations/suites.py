@@ -95,10 +95,6 @@ class Suite:
     requires: dict[str, tuple[str, ...]] = field(default_factory=dict)  # frame -> tables it reads
     table_sql: str | None = None  # table frame query (default: select *)
 
-    @property
-    def name(self) -> str:
-        return self.table
-
 
 def _violation(name: str, sql: str, description: str, requires: tuple[str, ...]) -> tuple[Check, str, tuple]:
     check = Check(
