@@ -73,30 +73,71 @@ class StaleLookupError(ValueError):
 # ---- restricted top-k: the core --------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ClusterIndex:
+    """The catalog grouped by cluster, for cluster-first restriction.
+
+    ``members[j]`` lists the item indices of ``clusters[j]`` padded with PAD (whose score
+    is always -inf); the extra last row is all PAD and stands for "no target".
+    """
+
+    clusters: np.ndarray  # (C,) sorted cluster ids
+    members: torch.Tensor  # (C + 1, max cluster size) item indices
+    item_pos: torch.Tensor  # (n_items + 1,) row of each item's cluster in `clusters` (0 at PAD)
+
+    @classmethod
+    def build(cls, item_cluster: np.ndarray) -> ClusterIndex:
+        real = np.flatnonzero(item_cluster != NO_CLUSTER)
+        clusters, pos = np.unique(item_cluster[real], return_inverse=True)
+        sizes = np.bincount(pos, minlength=len(clusters))
+        members = np.full((len(clusters) + 1, max(int(sizes.max(initial=0)), 1)), PAD, dtype=np.int64)
+        order = np.argsort(pos, kind="stable")  # items of each cluster in catalog order
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        slot = np.arange(len(real)) - np.repeat(starts, sizes)
+        members[pos[order], slot] = real[order]
+        item_pos = np.zeros(len(item_cluster), dtype=np.int64)
+        item_pos[real] = pos
+        return cls(clusters, torch.from_numpy(members), torch.from_numpy(item_pos))
+
+    def rows_of(self, cluster_ids: np.ndarray) -> torch.Tensor:
+        """Row in ``members`` for each cluster id; unknown ids and NO_CLUSTER get the
+        all-PAD row (an empty candidate set)."""
+        ids = np.asarray(cluster_ids, dtype=np.int64)
+        n = len(self.clusters)
+        if n == 0:
+            return torch.zeros(len(ids), dtype=torch.long)
+        j = np.searchsorted(self.clusters, ids).clip(max=n - 1)
+        return torch.from_numpy(np.where(self.clusters[j] == ids, j, n))
+
+
 def restricted_topk(
     scores: torch.Tensor,
     k: int,
     exclude: UserSequences | None = None,
     exclude_rows: np.ndarray | None = None,
-    item_cluster: torch.Tensor | None = None,
-    target: torch.Tensor | None = None,
+    index: ClusterIndex | None = None,
+    target_rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k item indices per row after masking (scores is modified in place).
+    """Top-k item indices per row after masking (``scores`` is modified in place).
 
-    - ``exclude``/``exclude_rows``: row i loses the items of sequence ``exclude_rows[i]``.
-    - ``item_cluster`` (n_items + 1,) and ``target`` (B,): row i keeps only items whose
-      cluster is ``target[i]``; a target of ``NO_CLUSTER`` keeps nothing.
-    Returns (values, indices), each (B, min(k, n_items)); slots past the eligible items
-    hold -inf values (callers cut the slate there).
+    - ``exclude``/``exclude_rows``: row i loses the items of sequence ``exclude_rows[i]``
+      (default: row i of ``exclude``).
+    - ``index``/``target_rows`` (B,): row i keeps only the items of cluster
+      ``index.members[target_rows[i]]``. Cluster-first: only those candidates are gathered
+      and ranked, O(B x cluster size) instead of O(B x catalog).
+    Returns (values, indices), each (B, min(k, candidates)); slots past the eligible
+    items hold -inf values (callers cut the slate there).
     """
     scores[:, PAD] = float("-inf")
     if exclude is not None:
         seqrec.mask_rows(scores, exclude, exclude_rows)
-    if target is not None:
-        if item_cluster is None:
-            raise ValueError("a target cluster needs item_cluster")
-        scores.masked_fill_(item_cluster[None, :] != target[:, None], float("-inf"))
-    return torch.topk(scores, min(k, scores.shape[1] - 1), dim=1)
+    if target_rows is None:
+        return torch.topk(scores, min(k, scores.shape[1] - 1), dim=1)
+    if index is None:
+        raise ValueError("target_rows need a ClusterIndex")
+    cand = index.members[target_rows]  # (B, S)
+    values, j = torch.topk(scores.gather(1, cand), min(k, cand.shape[1]), dim=1)
+    return values, cand.gather(1, j)
 
 
 def popularity_key(counts: np.ndarray) -> torch.Tensor:
@@ -337,8 +378,7 @@ def iter_recommendations(
     if unknown:
         raise ValueError(f"unknown policies {sorted(unknown)}; expected a subset of {POLICIES}")
     stats = stats if stats is not None else GenerationStats()
-    item_cluster = torch.from_numpy(data.item_cluster)
-    n_clusters_mask = _cluster_table(data.item_cluster)
+    index = ClusterIndex.build(data.item_cluster)
     pop = popularity_key(data.popular_counts)
     pop_version = "popularity"
     lengths = data.positives.lengths()
@@ -365,8 +405,8 @@ def iter_recommendations(
             _count(stats, "baseline", df, len(model_rows), k)
             yield df
         if "explore" in policies:
-            tgt, meta = _explore_targets(scores, musers, model_rows, data, targets, item_cluster, n_clusters_mask, stats)
-            v, i = restricted_topk(scores, k, item_cluster=item_cluster, target=tgt)
+            tgt, meta = _explore_targets(scores, musers, model_rows, data, targets, index, stats)
+            v, i = restricted_topk(scores, k, index=index, target_rows=index.rows_of(tgt))
             df = _slate_rows("explore", musers, v, i, data, None, model_version, meta)
             _count(stats, "explore", df, int((tgt != NO_CLUSTER).sum()), k)
             yield df
@@ -378,19 +418,10 @@ def _count(stats: GenerationStats, policy: str, df: pl.DataFrame, n_slates: int,
     stats.short_slates[policy] += int((sizes < k).sum()) + (n_slates - len(sizes))
 
 
-def _cluster_table(item_cluster: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
-    """Distinct clusters and, per item, its position in that list (for the fallback)."""
-    clusters = np.unique(item_cluster[item_cluster != NO_CLUSTER])
-    pos = np.searchsorted(clusters, item_cluster)
-    pos[item_cluster == NO_CLUSTER] = 0
-    return clusters, torch.from_numpy(pos)
-
-
-def _explore_targets(scores, users, rows, data, targets, item_cluster, cluster_table, stats):
+def _explore_targets(scores, users, rows, data, targets, index: ClusterIndex, stats):
     """Target cluster per user: the lookup's choice, else the unconsumed cluster holding
     the model's best eligible item, else NO_CLUSTER."""
-    clusters, item_pos = cluster_table
-    tgt = torch.full((len(users),), NO_CLUSTER, dtype=torch.long)
+    tgt = np.full(len(users), NO_CLUSTER, dtype=np.int64)
     meta: list[tuple[int | None, str | None, int | None]] = [(None, None, None)] * len(users)
     need = []
     for j, u in enumerate(users):
@@ -404,16 +435,17 @@ def _explore_targets(scores, users, rows, data, targets, item_cluster, cluster_t
     if need:
         sub = scores[need].clone()
         # Drop items of clusters the user already consumed, then take the best item.
-        consumed = torch.zeros(len(need), len(clusters), dtype=torch.bool)
+        consumed = torch.zeros(len(need), len(index.clusters), dtype=torch.bool)
         for a, j in enumerate(need):
             cs = [c for c in data.consumed_clusters[rows[j]] if c != NO_CLUSTER]
             if cs:
-                consumed[a, torch.from_numpy(np.searchsorted(clusters, cs))] = True
-        sub.masked_fill_(consumed[:, item_pos] | (item_cluster == NO_CLUSTER)[None], float("-inf"))
+                consumed[a, torch.from_numpy(np.searchsorted(index.clusters, cs))] = True
+        sub.masked_fill_(consumed[:, index.item_pos], float("-inf"))
+        sub[:, PAD] = float("-inf")
         best_v, best_i = sub.max(dim=1)
         for a, j in enumerate(need):
             if torch.isfinite(best_v[a]):
-                c = int(item_cluster[best_i[a]])
+                c = int(data.item_cluster[int(best_i[a])])
                 tgt[j] = c
                 meta[j] = (c, FALLBACK_SOURCE, None)
                 stats.explore_model_fallback += 1

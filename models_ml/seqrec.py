@@ -265,14 +265,16 @@ class SASRec(nn.Module):
 
 def mask_rows(scores: torch.Tensor, seqs: UserSequences, rows: np.ndarray | None = None) -> None:
     """Set scores[i, item] = -inf for every item in sequence ``rows[i]`` (in place)."""
-    rows = np.arange(len(seqs)) if rows is None else rows
-    starts, ends = seqs.indptr[rows], seqs.indptr[rows + 1]
-    lengths = ends - starts
-    if lengths.sum() == 0:
+    rows = np.arange(len(seqs)) if rows is None else np.asarray(rows)
+    starts = seqs.indptr[rows]
+    lengths = seqs.indptr[rows + 1] - starts
+    total = int(lengths.sum())
+    if total == 0:
         return
+    # Flat positions of every row's items, without a Python loop over rows.
+    offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
     r = np.repeat(np.arange(len(rows)), lengths)
-    c = np.concatenate([seqs.items[s:e] for s, e in zip(starts, ends)])
-    scores[torch.from_numpy(r), torch.from_numpy(c)] = float("-inf")
+    scores[torch.from_numpy(r), torch.from_numpy(seqs.items[offsets])] = float("-inf")
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,7 @@ LOOKUP = [
     (2, 2, [2, 3], 2, 4, 0.4),
     (1, 2, [10, 20], 1, 10, 0.9),
 ]
-STAGING_MODELS = "stg_interactions stg_items stg_item_clusters stg_clusters int_positive_cluster_events user_cluster_sequences"
+STAGING_MODELS = "+user_cluster_sequences +int_positive_cluster_events +stg_items +stg_clusters"
 
 
 def interactions() -> pl.DataFrame:
@@ -117,5 +117,5 @@ def run_dbt(path: Path, tmp: Path, args: list[str]) -> None:
 def build_warehouse(tmp: Path, lookup: list | None = None) -> Path:
     path = tmp / "ranking.duckdb"
     write_raw_and_ml(path, lookup)
-    run_dbt(path, tmp, ["run", "--select", STAGING_MODELS])
+    run_dbt(path, tmp, ["run", "--select", *STAGING_MODELS.split()])
     return path

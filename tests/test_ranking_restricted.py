@@ -10,7 +10,8 @@ from models_ml import ranking, seqrec
 
 NEG = float("-inf")
 # items 1..6 (0 = PAD); clusters: 1 -> 7, 2 -> 7, 3 -> 8, 4 -> 8, 5 -> 8, 6 -> 9
-ITEM_CLUSTER = torch.tensor([ranking.NO_CLUSTER, 7, 7, 8, 8, 8, 9])
+ITEM_CLUSTER = np.array([ranking.NO_CLUSTER, 7, 7, 8, 8, 8, 9])
+INDEX = ranking.ClusterIndex.build(ITEM_CLUSTER)
 
 
 def scores():
@@ -29,7 +30,7 @@ def test_unrestricted_topk_excludes_consumed_and_pad():
 
 def test_restricted_topk_keeps_only_the_target_cluster():
     consumed = seqrec._csr(("a", "b"), [np.array([3]), np.array([])])
-    v, i = ranking.restricted_topk(scores(), 3, consumed, item_cluster=ITEM_CLUSTER, target=torch.tensor([8, 7]))
+    v, i = ranking.restricted_topk(scores(), 3, consumed, index=INDEX, target_rows=INDEX.rows_of([8, 7]))
     # row a: cluster 8 = {3, 4, 5} minus consumed 3 -> [4, 5] then nothing (-inf)
     assert i[0, :2].tolist() == [4, 5] and v[0, 2].item() == NEG
     # row b: cluster 7 = {1, 2} by score 0.2 > 0.1
@@ -37,8 +38,8 @@ def test_restricted_topk_keeps_only_the_target_cluster():
 
 
 def test_target_without_items_keeps_nothing():
-    v, _ = ranking.restricted_topk(scores(), 2, None, item_cluster=ITEM_CLUSTER,
-                                   target=torch.tensor([ranking.NO_CLUSTER, 42]))
+    v, _ = ranking.restricted_topk(scores(), 2, None, index=INDEX,
+                                   target_rows=INDEX.rows_of([ranking.NO_CLUSTER, 42]))
     assert torch.isinf(v).all()
 
 
@@ -46,6 +47,21 @@ def test_rows_only_see_their_own_exclusions_when_rows_are_a_subset():
     consumed = seqrec._csr(("a", "b", "c"), [np.array([1]), np.array([2]), np.array([1, 2])])
     v, i = ranking.restricted_topk(scores()[[0]], 1, consumed, np.array([1]))  # row 0 is user b
     assert i.tolist() == [[1]]
+
+
+def test_cluster_index_groups_items_in_catalog_order():
+    assert INDEX.clusters.tolist() == [7, 8, 9]
+    # rows: 7 -> [1, 2], 8 -> [3, 4, 5], 9 -> [6], then the all-PAD "no target" row
+    assert INDEX.members.tolist() == [[1, 2, 0], [3, 4, 5], [6, 0, 0], [0, 0, 0]]
+    assert INDEX.item_pos.tolist() == [0, 0, 0, 1, 1, 1, 2]
+    assert INDEX.rows_of([9, 7, 5, ranking.NO_CLUSTER, 100]).tolist() == [2, 0, 3, 3, 3]
+
+
+def test_mask_rows_masks_each_rows_own_items():
+    seqs = seqrec._csr(("a", "b", "c"), [np.array([1, 3]), np.array([]), np.array([2, 5, 6])])
+    s = torch.zeros(2, 7)
+    seqrec.mask_rows(s, seqs, np.array([2, 0]))  # row 0 <- c, row 1 <- a
+    assert torch.isinf(s).nonzero().tolist() == [[0, 2], [0, 5], [0, 6], [1, 1], [1, 3]]
 
 
 def test_popularity_key_orders_by_count_then_index():
@@ -59,7 +75,7 @@ def _data(consumed_clusters):
     catalog = seqrec.Catalog(("i1", "i2", "i3", "i4", "i5", "i6"))
     users = tuple(f"u{j}" for j in range(len(consumed_clusters)))
     empty = seqrec._csr(users, [np.zeros(0, dtype=np.int64)] * len(users))
-    return ranking.RankingData(catalog, ITEM_CLUSTER.numpy(), users, empty, empty,
+    return ranking.RankingData(catalog, ITEM_CLUSTER, users, empty, empty,
                                [frozenset(c) for c in consumed_clusters], np.zeros(7, dtype=np.int64), 2)
 
 
@@ -80,8 +96,7 @@ def test_model_fallback_picks_the_cluster_of_the_best_unconsumed_item():
     data = _data([{7}, {7, 8, 9}])
     stats = ranking.GenerationStats()
     tgt, meta = ranking._explore_targets(
-        scores(), ["u0", "u1"], np.array([0, 1]), data, {}, ITEM_CLUSTER,
-        ranking._cluster_table(data.item_cluster), stats,
+        scores(), ["u0", "u1"], np.array([0, 1]), data, {}, INDEX, stats,
     )
     # u0 consumed 7: best item outside 7 is item 3 (0.7, cluster 8); u1 consumed all clusters
     assert tgt.tolist() == [8, ranking.NO_CLUSTER]
