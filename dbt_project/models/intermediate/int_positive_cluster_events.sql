@@ -1,29 +1,16 @@
--- A user's positive events mapped to their cluster at every level: the common input of
--- the sequences (collapsed runs) and UCI@N (raw counts per window).
+-- A user's positive events mapped to their cluster at every level: input of UCI@N and
+-- the exploration metrics (raw counts, no ordering needed).
 with
 
-interactions as (
+positives as (
 
-    select * from {{ ref('stg_interactions') }}
+    select * from {{ ref('int_positive_events') }}
 
 ),
 
 item_clusters as (
 
     select * from {{ ref('stg_item_clusters') }}
-
-),
-
-positives as (
-
-    select
-        user_id,
-        item_id,
-        event_ts
-
-    from interactions
-
-    where is_positive
 
 ),
 

@@ -40,10 +40,8 @@ with_context as (
         cluster_id,
         first_ts,
         {%- for i in range(lookback, 0, -1) %}
-        lag(cluster_id, {{ i }}) over user_timeline as prev_{{ i }},
+        lag(cluster_id, {{ i }}) over user_timeline as prev_{{ i }}{{ "," if not loop.last }}
         {%- endfor %}
-        -- the position where the user first consumed this cluster (strict novelty)
-        min(seq_pos) over (partition by user_id, level, cluster_id) as first_seq_pos
 
     from sequences
 
@@ -51,15 +49,33 @@ with_context as (
 
 ),
 
-with_history as (
+{%- if mode == 'strict' %}
 
+first_visits as (
+
+    -- where the user first consumed each cluster; a group by + join is cheaper here
+    -- than a second window sort
     select
         user_id,
         level,
-        seq_pos,
         cluster_id,
-        first_ts,
-        first_seq_pos,
+        min(seq_pos) as first_seq_pos
+
+    from sequences
+
+    group by user_id, level, cluster_id
+
+),
+{%- endif %}
+
+with_history as (
+
+    select
+        with_context.user_id,
+        with_context.level,
+        with_context.seq_pos,
+        with_context.cluster_id,
+        with_context.first_ts,
         {%- set prevs = [] -%}
         {%- for i in range(lookback, 0, -1) -%}{%- do prevs.append('prev_' ~ i) -%}{%- endfor %}
         {%- if k <= 2 %}
@@ -69,6 +85,15 @@ with_history as (
         {%- endif %}
 
     from with_context
+    {%- if mode == 'strict' %}
+
+    -- strict: the label was never consumed before t, i.e. t is its first visit
+    inner join first_visits
+        on with_context.user_id = first_visits.user_id
+        and with_context.level = first_visits.level
+        and with_context.cluster_id = first_visits.cluster_id
+        and with_context.seq_pos = first_visits.first_seq_pos
+    {%- endif %}
 
 ),
 
@@ -87,10 +112,7 @@ examples as (
 
     where history is not null
         and {{ ie_list_length('history') }} = {{ k }}
-        {%- if mode == 'strict' %}
-        -- strict: the label was never consumed before t
-        and seq_pos = first_seq_pos
-        {%- else %}
+        {%- if mode == 'local' %}
         -- local: the label is only outside the history
         and not {{ ie_list_contains('history', 'cluster_id') }}
         {%- endif %}

@@ -69,26 +69,48 @@ per_window as (
 
 ),
 
-unpivoted as (
+windows as (
+
+    -- window bounds computed once per user window, before the fan-out to N values
+    select
+        *,
+        {{ dbt.dateadd('day', 'window_index * ' ~ window_days, epoch) }} as window_start,
+        {{ dbt.dateadd('day', '(window_index + 1) * ' ~ window_days, epoch) }} as window_end
+
+    from per_window
+
+),
+
+ns as (
 
     {%- for n in ns %}
-    select user_id, level, window_index, {{ n | int }} as n, uci_{{ loop.index }} as uci from per_window
-    {{ "union all" if not loop.last }}
+    select {{ loop.index }} as n_index, {{ n | int }} as n{{ " union all" if not loop.last }}
     {%- endfor %}
 
 ),
 
 final as (
 
+    -- one scan of the user windows: a cross join with the N values, not one union
+    -- branch per N
     select
-        user_id,
-        level,
-        {{ dbt.dateadd('day', 'window_index * ' ~ window_days, epoch) }} as window_start,
-        {{ dbt.dateadd('day', '(window_index + 1) * ' ~ window_days, epoch) }} as window_end,
-        n,
-        cast(uci as {{ dbt.type_int() }}) as uci
+        windows.user_id,
+        windows.level,
+        windows.window_start,
+        windows.window_end,
+        ns.n,
+        cast(
+            case ns.n_index
+                {%- for n in ns %}
+                when {{ loop.index }} then windows.uci_{{ loop.index }}
+                {%- endfor %}
+            end
+            as {{ dbt.type_int() }}
+        ) as uci
 
-    from unpivoted
+    from windows
+
+    cross join ns
 
 )
 
