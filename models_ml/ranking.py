@@ -27,8 +27,10 @@ Defined behaviour on awkward input (each has a test):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -372,6 +374,7 @@ def iter_recommendations(
     chunk_users: int = 512,
     policies: tuple[str, ...] = POLICIES,
     stats: GenerationStats | None = None,
+    target_log: dict | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Yield recommendation rows chunk by chunk: memory is O(chunk_users x n_items)."""
     unknown = set(policies) - set(POLICIES)
@@ -406,6 +409,8 @@ def iter_recommendations(
             yield df
         if "explore" in policies:
             tgt, meta = _explore_targets(scores, musers, model_rows, data, targets, index, stats)
+            if target_log is not None:  # the online path explains the choice even for an empty slate
+                target_log.update(zip(musers, meta))
             v, i = restricted_topk(scores, k, index=index, target_rows=index.rows_of(tgt))
             df = _slate_rows("explore", musers, v, i, data, None, model_version, meta)
             _count(stats, "explore", df, int((tgt != NO_CLUSTER).sum()), k)
@@ -506,14 +511,29 @@ class Recommendation:
             how = (
                 f"lookup table rank {t['lookup_rank']} (score {t['lookup_score']:.3f})"
                 if t["source"] == LOOKUP_SOURCE
-                else "no usable lookup row for this history, so the unconsumed cluster of the model's best item"
+                else "model fallback (the lookup has no row for this history, or every cluster it suggests was "
+                "already consumed): the unconsumed cluster of the model's best item"
             )
             lines.append(f"novel cluster chosen: {t['description']} (#{t['cluster_id']}) via {how}")
+        elif self.policy == "explore":
+            lines.append("no novel cluster left: the user has consumed every cluster at this level")
         elif self.policy == "baseline":
             lines.append("unrestricted sequence-model top-k (no exploration)")
         elif self.policy == "popular":
             lines.append("most positively-consumed items the user has not interacted with")
         return "\n".join(lines)
+
+
+def _load_cached(directory: Path) -> seqrec.LoadedModel:
+    """Reload only when the saved model changed (repeated API calls in one process)."""
+    path = directory / seqrec.MODEL_FILE
+    stamp = path.stat().st_mtime_ns if path.exists() else None
+    return _load_at(directory, stamp)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_at(directory: Path, stamp: int | None) -> seqrec.LoadedModel:
+    return seqrec.load(directory)
 
 
 def recommend(
@@ -534,7 +554,7 @@ def recommend(
         with wh.connect(read_only=True) as own:
             return recommend(user_id, k, policy, own, model_dir)
     level, history_k = config.llm_level(), config.k()
-    loaded = seqrec.load(model_dir or config.ranker_dir())
+    loaded = _load_cached(Path(model_dir or config.ranker_dir()))
     data = load_ranking_data(con, loaded.catalog, level, [user_id])
     if not data.users:
         raise UnknownUserError(f"user {user_id!r} has no interactions in {config.RAW_INTERACTIONS}")
@@ -545,14 +565,18 @@ def recommend(
             "positive history; use policy='popular'"
         )
     targets = choose_targets(lookup_candidates(con, level, history_k, [user_id]), data) if policy == "explore" else {}
-    chunks = list(iter_recommendations(loaded.model, loaded.model_version, data, targets, k, policies=(policy,)))
+    chosen: dict = {}
+    chunks = list(iter_recommendations(loaded.model, loaded.model_version, data, targets, k, policies=(policy,),
+                                       target_log=chosen))
     slate = chunks[0] if chunks else pl.DataFrame(schema=RECOMMENDATION_SCHEMA)
     clusters = wh.query(
         con, f"select cluster_id::bigint as cluster_id, description from {config.CLUSTERS} where level = ?", [level]
     )
+    titles = wh.query(
+        con, f"select item_id, title from {config.RAW_ITEMS} where item_id in (select unnest(?))", [slate["item_id"].to_list()]
+    )
     items = (
-        slate.join(wh.query(con, f"select item_id, title from {config.RAW_ITEMS} where item_id in (select unnest(?))",
-                            [slate["item_id"].to_list()]), on="item_id", how="left")
+        slate.join(titles, on="item_id", how="left")
         .join(clusters, on="cluster_id", how="left")
         .rename({"description": "cluster_description"})
         .select("rank", "item_id", "title", "cluster_id", "cluster_description", "score")
@@ -562,13 +586,13 @@ def recommend(
     history = pl.DataFrame({"cluster_id": hist["history"][0].to_list() if hist.height else []}, schema={"cluster_id": pl.Int64})
     history = history.join(clusters, on="cluster_id", how="left", maintain_order="left")
     target = None
-    if policy == "explore" and slate.height:
-        c, source, lrank = slate.row(0, named=True)["target_cluster_id"], slate["target_source"][0], slate["lookup_rank"][0]
+    cluster, source, lookup_rank = chosen.get(user_id, (None, None, None))
+    if cluster is not None:
         target = {
-            "cluster_id": c,
-            "description": clusters.filter(pl.col("cluster_id") == c)["description"].item(),
+            "cluster_id": cluster,
+            "description": clusters.filter(pl.col("cluster_id") == cluster)["description"].item(),
             "source": source,
-            "lookup_rank": lrank,
+            "lookup_rank": lookup_rank,
             "lookup_score": targets[user_id][2] if user_id in targets else None,
         }
     version = "popularity" if policy == "popular" else loaded.model_version

@@ -53,12 +53,12 @@ class SeqRecConfig:
     n_heads: int = 2
     dropout: float = 0.2
     max_epochs: int = 40
-    patience: int = 5  # epochs without validation NDCG@10 gain before stopping
+    patience: int = 3  # epochs without validation NDCG@10 gain before stopping
     batch_size: int = 64
     lr: float = 3e-3
     seed: int = 42
     eval_k: int = 10
-    time_budget_s: float | None = None  # stop after the epoch that crosses it
+    time_budget_s: float | None = 120.0  # stop after the epoch that crosses it (demo budget)
 
 
 # ---- sequences ----------------------------------------------------------------
