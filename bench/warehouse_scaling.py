@@ -44,6 +44,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from models_ml import config, warehouse  # noqa: E402
+from tests.dbt_helpers import FOUNDATION_SELECT  # noqa: E402  (the one home of the foundation selection)
 
 DBT = Path(sys.executable).with_name("dbt")
 STAGING = "stg_interactions stg_items stg_clusters stg_item_clusters int_positive_cluster_events"
@@ -54,7 +55,6 @@ STAGES = {
     "training_pairs": "training_pairs",
     "uci_at_n": "uci_at_n",
 }
-FOUNDATION_SELECT = ["+training_pairs", "+uci_at_n"]
 
 
 # ---- synthetic data ------------------------------------------------------------------
@@ -148,7 +148,7 @@ def run_dbt(db: Path, work: Path) -> dict:
         wall, peak, nodes = _dbt(["run", "--select", model], db, target)
         stages[stage] = {"wall_s": round(wall, 2), "model_s": round(nodes[model], 2), "peak_mb": round(peak)}
     build_wall, build_peak, nodes = _dbt(
-        ["build", "--select", *FOUNDATION_SELECT, "--indirect-selection", "cautious"], db, target)
+        ["build", *FOUNDATION_SELECT], db, target)
     model_s = round(sum(s["model_s"] for s in stages.values() if s["model_s"] is not None), 2)
     tests_s = round(sum(v for k, v in nodes.items() if k not in STAGES.values() and k not in STAGING.split()), 2)
     return {
