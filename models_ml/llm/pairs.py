@@ -1,0 +1,252 @@
+"""All-histories inference: the lookup table of novel interests.
+
+Every ordered history of K distinct clusters at the level (N x (N-1) for K = 2) gets
+its top-m novel clusters (models_ml.llm.decoding: trie-constrained, history
+excluded, exact best-first search).
+
+Work sharing: histories are grouped by their first K-1 clusters; a group's prompt
+prefix (instruction + those clusters) is run once and its KV cache shared by the
+group's histories, which each add only their last cluster and the prompt tail.
+Sparse histories (evaluation samples) whose group is small are pooled under the
+instruction prefix alone.
+
+Sharding and resume: shards are the histories with the same first cluster (K >= 2;
+the unit Dagster partitions or GPU workers would take), or fixed-size chunks (K = 1).
+Each finished shard is written to a parquet file (temporary name, then renamed), in
+a work directory keyed by the model version, level, K, m and the cluster set; a
+rerun after a crash skips the shards already there. Only when every shard is done
+is the warehouse table replaced, in one transaction (:func:`write_lookup`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from models_ml import config
+from models_ml import warehouse as wh
+from models_ml.llm.decoding import LM, topm_for_group
+from models_ml.llm.tokens import ClusterSetError, PromptEncoder
+
+LOOKUP_SCHEMA = {
+    "level": pl.Int32,
+    "k": pl.Int32,
+    "history": pl.List(pl.Int32),
+    "rank": pl.Int32,
+    "next_cluster_id": pl.Int32,
+    "score": pl.Float64,
+    "model_version": pl.String,
+    "shard": pl.Int32,
+}
+MAX_ROWS = 64  # histories per forward pass (bounds memory; ~39 per group at K = 2, N = 40)
+MIN_GROUP = 4  # smaller groups are pooled under the instruction prefix
+
+
+def all_histories(cluster_ids: Iterable[int], k: int) -> list[tuple[int, ...]]:
+    """Every ordered history of ``k`` distinct clusters: N! / (N-k)!."""
+    ids = sorted(int(c) for c in cluster_ids)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if len(ids) < 2:
+        raise ClusterSetError(f"the level has {len(ids)} cluster(s); novel-interest inference needs at least 2")
+    if len(ids) <= k:
+        raise ClusterSetError(f"the level has {len(ids)} clusters: a history of k={k} leaves no novel cluster")
+    return list(itertools.permutations(ids, k))
+
+
+def infer_histories(
+    lm: LM, enc: PromptEncoder, histories: Sequence[Sequence[int]], m: int, max_rows: int = MAX_ROWS
+) -> dict[tuple[int, ...], list[tuple[int, float]]]:
+    """{history: [(cluster_id, score), ...] best first} for any set of histories."""
+    hist = list(dict.fromkeys(tuple(int(c) for c in h) for h in histories))
+    for h in hist:
+        enc.check_history(h)
+    groups: dict[tuple[int, ...], list[tuple[int, ...]]] = defaultdict(list)
+    for h in hist:
+        groups[h[:-1]].append(h)
+    jobs: list[tuple[list[int], list[tuple[int, ...]], bool]] = []
+    pooled: list[tuple[int, ...]] = []
+    for prefix, members in groups.items():
+        if prefix and len(members) < MIN_GROUP:
+            pooled.extend(members)
+        else:
+            jobs.append((prefix, members, False))
+    if pooled:
+        jobs.append(((), pooled, True))
+    out: dict[tuple[int, ...], list[tuple[int, float]]] = {}
+    for prefix, members, full in jobs:
+        if full:  # head only; each row carries all its history segments
+            prefix_ids = list(enc.head_ids)
+            suffix_of = lambda h: [t for seg in enc.history_segments(h) for t in seg]  # noqa: E731
+        else:
+            segs = enc.history_segments(members[0])
+            prefix_ids = list(enc.head_ids) + [t for seg in segs[:-1] for t in seg]
+            suffix_of = lambda h: enc.history_segments(h)[-1]  # noqa: E731
+        for start in range(0, len(members), max_rows):
+            chunk = members[start : start + max_rows]
+            res = topm_for_group(
+                lm, enc.trie, prefix_ids, [suffix_of(h) for h in chunk], [frozenset(h) for h in chunk], m
+            )
+            out.update(zip(chunk, res))
+    return out
+
+
+def shard_plan(histories: Sequence[tuple[int, ...]], k: int, max_rows: int = MAX_ROWS) -> dict[int, list[tuple[int, ...]]]:
+    """{shard: histories}: by first cluster for K >= 2, fixed-size chunks for K = 1."""
+    if k >= 2:
+        plan: dict[int, list[tuple[int, ...]]] = defaultdict(list)
+        for h in histories:
+            plan[h[0]].append(h)
+        return dict(sorted(plan.items()))
+    return {i: list(histories[s : s + max_rows]) for i, s in enumerate(range(0, len(histories), max_rows))}
+
+
+def rows_frame(
+    results: dict[tuple[int, ...], list[tuple[int, float]]], level: int, k: int, model_version: str, shard: int
+) -> pl.DataFrame:
+    recs = [
+        (level, k, list(h), rank, cid, score, model_version, shard)
+        for h, res in results.items()
+        for rank, (cid, score) in enumerate(res, start=1)
+    ]
+    return pl.DataFrame(recs, schema=LOOKUP_SCHEMA, orient="row")
+
+
+def work_dir_for(base: Path, level: int, k: int, m: int, descriptions: dict[int, str]) -> Path:
+    """Shard files of one (model, level, K, m, cluster set): a changed cluster set never
+    resumes from stale shards."""
+    digest = hashlib.sha256(json.dumps(sorted(descriptions.items())).encode()).hexdigest()[:12]
+    return base / f"level{level}_k{k}_m{m}_{digest}"
+
+
+def run_all_pairs(
+    lm: LM,
+    enc: PromptEncoder,
+    level: int,
+    k: int,
+    m: int,
+    model_version: str,
+    work_dir: Path,
+    progress: bool = True,
+    on_shard: Callable[[int, pl.DataFrame], None] | None = None,
+) -> tuple[pl.DataFrame, dict]:
+    """Every history's top-m, shard by shard, resuming from ``work_dir``.
+    Returns the lookup rows and run statistics (shards computed vs resumed)."""
+    from tqdm.auto import tqdm
+
+    histories = all_histories(enc.descriptions, k)
+    plan = shard_plan(histories, k)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    frames: list[pl.DataFrame] = []
+    stats = {"histories": len(histories), "shards": len(plan), "shards_resumed": 0, "shards_computed": 0}
+    bar = tqdm(total=len(histories), desc=f"pair inference level {level} k {k}", disable=not progress, unit="hist")
+    for shard, members in plan.items():
+        path = work_dir / f"shard_{shard:06d}.parquet"
+        if path.exists():
+            try:
+                df = pl.read_parquet(path)
+            except Exception:  # noqa: BLE001 - unreadable shard (disk trouble): recompute it
+                df = None
+            if df is not None and _shard_complete(df, members, m, len(enc.descriptions), k, model_version):
+                frames.append(df)
+                stats["shards_resumed"] += 1
+                bar.update(len(members))
+                continue
+        df = rows_frame(infer_histories(lm, enc, members, m), level, k, model_version, shard)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        df.write_parquet(tmp)
+        os.replace(tmp, path)
+        frames.append(df)
+        stats["shards_computed"] += 1
+        bar.update(len(members))
+        if on_shard is not None:
+            on_shard(shard, df)
+    bar.close()
+    out = pl.concat(frames).sort("history", "rank") if frames else pl.DataFrame(schema=LOOKUP_SCHEMA)
+    return out, stats
+
+
+def _shard_complete(df: pl.DataFrame, members, m: int, n: int, k: int, version: str) -> bool:
+    per = min(m, n - k)
+    return (
+        df.schema == pl.Schema(LOOKUP_SCHEMA)
+        and df.height == per * len(members)
+        and set(df["model_version"].unique().to_list()) == {version}
+        and df.select(pl.col("history").n_unique()).item() == len(members)
+    )
+
+
+def write_lookup(
+    con: duckdb.DuckDBPyConnection,
+    rows: pl.DataFrame,
+    level: int,
+    k: int,
+    chunk_rows: int = 50_000,
+    on_chunk: Callable[[int], None] | None = None,
+) -> int:
+    """Replace the (level, k) rows of the lookup table, keeping other levels and K,
+    atomically: new rows are staged in chunks and swapped in one transaction, so a
+    failure at any point leaves the previous table as it was."""
+    if rows.height == 0:
+        raise ValueError(f"refusing to write an empty lookup for level {level}, k {k}")
+    bad = rows.filter((pl.col("level") != level) | (pl.col("k") != k))
+    if bad.height:
+        raise ValueError(f"lookup rows for level {level}, k {k} include {bad.height} rows of another level or k")
+    table = config.NOVEL_INTEREST_TRANSITIONS
+    rows = rows.select([pl.col(c).cast(t) for c, t in LOOKUP_SCHEMA.items()])
+    keep_old = wh.table_exists(con, table)
+    with wh.staged_table(con, table) as stage:
+        for i, start in enumerate(range(0, rows.height, chunk_rows)):
+            wh.append_to_stage(con, stage, rows.slice(start, chunk_rows), create=i == 0)
+            if on_chunk is not None:
+                on_chunk(i)
+        if keep_old:
+            old_cols = set(wh.query(con, f"select * from {table} limit 0").columns)
+            cols = [c for c in LOOKUP_SCHEMA if c in old_cols]
+            if {"level", "k"} <= old_cols:
+                sel = ", ".join(f'"{c}"' for c in cols)
+                con.execute(
+                    f"insert into {stage} ({sel}) select {sel} from {table} where not (level = ? and k = ?)",
+                    [level, k],
+                )
+    return rows.height
+
+
+def recall_at(
+    lookup: dict[tuple[int, ...], list[int]], transitions: pl.DataFrame, ms: Sequence[int] = (1, 5)
+) -> dict[str, float]:
+    """Novel-transition recall@m: share of (history, next_cluster_id) rows whose next
+    cluster is among the first m the lookup gives for the history (a history missing
+    from the lookup counts as a miss)."""
+    if transitions.height == 0:
+        raise ValueError("no transitions to evaluate recall on")
+    hits = {m: 0 for m in ms}
+    for hist, nxt in zip(transitions["history"].to_list(), transitions["next_cluster_id"].to_list()):
+        got = lookup.get(tuple(int(c) for c in hist), [])
+        for m in ms:
+            hits[m] += int(int(nxt) in got[:m])
+    return {f"recall_at_{m}": hits[m] / transitions.height for m in ms}
+
+
+def popularity_lookup(
+    train_transitions: pl.DataFrame, histories: Iterable[tuple[int, ...]], cluster_ids: Iterable[int], m: int
+) -> dict[tuple[int, ...], list[int]]:
+    """Baseline: the clusters most often reached by a novel transition in training,
+    outside the history (ties by cluster id)."""
+    counts = dict(
+        train_transitions.group_by("next_cluster_id").len().select("next_cluster_id", "len").iter_rows()
+    )
+    order = sorted((int(c) for c in cluster_ids), key=lambda c: (-counts.get(c, 0), c))
+    out = {}
+    for h in histories:
+        hs = set(h)
+        out[tuple(h)] = [c for c in order if c not in hs][:m]
+    return out
