@@ -502,19 +502,22 @@ class Recommendation:
     history: pl.DataFrame  # the user's last K distinct clusters: cluster_id, description (oldest first)
     target: dict | None  # explore: cluster_id, description, source, lookup_rank, lookup_score
     model_version: str
+    suggestions: pl.DataFrame | None = None  # explore: the lookup rows for the history (rank, cluster_id, description)
 
     def explain(self) -> str:
-        hist = ", ".join(f"{d} (#{c})" for c, d in self.history.select("cluster_id", "description").iter_rows())
+        hist = " -> ".join(f'"{d}" (#{c})' for c, d in self.history.select("cluster_id", "description").iter_rows())
         lines = [f"history clusters (oldest first): {hist or 'none'}"]
         if self.policy == "explore" and self.target is not None:
             t = self.target
-            how = (
-                f"lookup table rank {t['lookup_rank']} (score {t['lookup_score']:.3f})"
-                if t["source"] == LOOKUP_SOURCE
-                else "model fallback (the lookup has no row for this history, or every cluster it suggests was "
-                "already consumed): the unconsumed cluster of the model's best item"
-            )
-            lines.append(f"novel cluster chosen: {t['description']} (#{t['cluster_id']}) via {how}")
+            if t["source"] == LOOKUP_SOURCE:
+                how = f"lookup table rank {t['lookup_rank']} (score {t['lookup_score']:.3f})"
+            elif self.suggestions is not None and self.suggestions.height:
+                seen = ", ".join(f'"{d}" (#{c})' for c, d in self.suggestions.select("cluster_id", "description").iter_rows())
+                how = f"model fallback: the lookup's suggestions {seen} were all consumed already"
+            else:
+                how = "model fallback: the lookup table has no row for this history"
+            how += "" if t["source"] == LOOKUP_SOURCE else "; the unconsumed cluster of the model's best item"
+            lines.append(f"novel cluster chosen: \"{t['description']}\" (#{t['cluster_id']}) via {how}")
         elif self.policy == "explore":
             lines.append("no novel cluster left: the user has consumed every cluster at this level")
         elif self.policy == "baseline":
@@ -564,7 +567,8 @@ def recommend(
             f"{config.dbt_vars()['positive_threshold']}): the sequence model and the lookup table need a "
             "positive history; use policy='popular'"
         )
-    targets = choose_targets(lookup_candidates(con, level, history_k, [user_id]), data) if policy == "explore" else {}
+    candidates = lookup_candidates(con, level, history_k, [user_id]) if policy == "explore" else None
+    targets = choose_targets(candidates, data) if candidates is not None else {}
     chosen: dict = {}
     chunks = list(iter_recommendations(loaded.model, loaded.model_version, data, targets, k, policies=(policy,),
                                        target_log=chosen))
@@ -595,5 +599,12 @@ def recommend(
             "lookup_rank": lookup_rank,
             "lookup_score": targets[user_id][2] if user_id in targets else None,
         }
+    suggestions = None
+    if candidates is not None:
+        suggestions = (
+            candidates.select("rank", pl.col("next_cluster_id").alias("cluster_id"))
+            .join(clusters, on="cluster_id", how="left")
+            .sort("rank")
+        )
     version = "popularity" if policy == "popular" else loaded.model_version
-    return Recommendation(user_id, policy, items, history, target, version)
+    return Recommendation(user_id, policy, items, history, target, version, suggestions)

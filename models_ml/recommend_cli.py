@@ -27,7 +27,7 @@ def format_recommendation(rec: ranking.Recommendation) -> str:
     if rec.items.is_empty():
         lines.append("no items: every eligible item was already consumed")
     for rank, item_id, title, cluster_id, desc, score in rec.items.iter_rows():
-        lines.append(f"{rank:>3}. {title or item_id} [{item_id}]  cluster: {desc} (#{cluster_id})  score {score:.3f}")
+        lines.append(f'{rank:>3}. {title or item_id} [{item_id}]  cluster: "{desc}" (#{cluster_id})  score {score:.3f}')
     return "\n".join(lines)
 
 

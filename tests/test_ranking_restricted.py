@@ -102,3 +102,19 @@ def test_model_fallback_picks_the_cluster_of_the_best_unconsumed_item():
     assert tgt.tolist() == [8, ranking.NO_CLUSTER]
     assert meta == [(8, ranking.FALLBACK_SOURCE, None), (None, None, None)]
     assert stats.explore_model_fallback == 1 and stats.explore_no_novel_cluster == 1
+
+
+def test_explanation_names_the_consumed_suggestions():
+    rec = ranking.Recommendation(
+        user_id="u", policy="explore", items=pl.DataFrame(),
+        history=pl.DataFrame({"cluster_id": [3, 5], "description": ["jazz, blues", "space"]}),
+        target={"cluster_id": 9, "description": "baking", "source": ranking.FALLBACK_SOURCE,
+                "lookup_rank": None, "lookup_score": None},
+        model_version="m",
+        suggestions=pl.DataFrame({"rank": [1, 2], "cluster_id": [4, 6], "description": ["rock", "opera, vocal"]}),
+    )
+    assert rec.explain().splitlines() == [
+        'history clusters (oldest first): "jazz, blues" (#3) -> "space" (#5)',
+        'novel cluster chosen: "baking" (#9) via model fallback: the lookup\'s suggestions "rock" (#4), '
+        '"opera, vocal" (#6) were all consumed already; the unconsumed cluster of the model\'s best item',
+    ]

@@ -178,7 +178,15 @@ def test_api_explains_one_user(world):
     # the online path gives exactly the bulk slate
     assert rec.items["item_id"].to_list() == slate(world["recs"], "explore", "u1")["item_id"].to_list()
     text = rec.explain()
-    assert text.index("fine 1 (#1), fine 2 (#2)") < text.index("novel cluster chosen: fine 3 (#3) via lookup table rank 1")
+    assert text.index('"fine 1" (#1) -> "fine 2" (#2)') < text.index('novel cluster chosen: "fine 3" (#3) via lookup table rank 1')
+
+
+def test_api_explains_a_model_fallback(world):
+    with wh.connect(world["db"], read_only=True) as con:
+        rec = ranking.recommend("u5", K, "explore", con, world["model_dir"])
+    assert rec.target["cluster_id"] == 1 and rec.target["source"] == "model_fallback"
+    assert rec.suggestions.height == 0
+    assert "model fallback: the lookup table has no row for this history" in rec.explain()
 
 
 def test_api_bad_input(world):
@@ -198,9 +206,9 @@ def test_cli(world, monkeypatch, capsys):
     monkeypatch.setenv("IE_MODELS_DIR", str(world["model_dir"].parent))
     assert recommend_cli.main(["--user", "u4", "--k", "3"]) == 0
     out = capsys.readouterr().out
-    assert "history clusters (oldest first): fine 2 (#2), fine 1 (#1)" in out
-    assert "novel cluster chosen: fine 4 (#4) via lookup table rank 1 (score 0.700)" in out
-    assert "  1. Title i12 [i12]  cluster: fine 4 (#4)" in out
+    assert 'history clusters (oldest first): "fine 2" (#2) -> "fine 1" (#1)' in out
+    assert 'novel cluster chosen: "fine 4" (#4) via lookup table rank 1 (score 0.700)' in out
+    assert '  1. Title i12 [i12]  cluster: "fine 4" (#4)' in out
     assert recommend_cli.main(["--user", "nobody"]) == 2
     assert "recommend: user 'nobody' has no interactions" in capsys.readouterr().err
 
