@@ -74,47 +74,53 @@ def write_tables(con: duckdb.DuckDBPyConnection, frames: dict[str, pl.DataFrame]
     """Replace several tables in ONE transaction, so tables that must agree with each
     other (raw.items and raw.interactions, ml.clusters and ml.item_clusters) are never
     seen half-updated. Returns row counts."""
-    with contextlib.ExitStack() as stack:
-        for table, df in frames.items():
-            stage = stack.enter_context(staged_table(con, table, swap=False))
-            append_to_stage(con, stage, df, create=True)
-        _swap_tables(con, list(frames))
-    return {t: df.height for t, df in frames.items()}
-
-
-def _swap_tables(con: duckdb.DuckDBPyConnection, tables: list[str]) -> None:
     con.execute("begin transaction")
     try:
-        for table in tables:
-            schema, name = _split(table)
-            con.execute(f'drop table if exists "{schema}"."{name}"')
-            con.execute(f'alter table "{schema}"."__stage_{name}" rename to "{name}"')
+        for table, df in frames.items():
+            stage = _prepare_stage(con, table)
+            append_to_stage(con, stage, df, create=True)
+        _swap_tables(con, list(frames))
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
         raise
+    return {t: df.height for t, df in frames.items()}
 
 
-@contextlib.contextmanager
-def staged_table(con: duckdb.DuckDBPyConnection, table: str, swap: bool = True) -> Iterator[str]:
-    """Yield a staging table name; on clean exit swap it in for ``table`` in one
-    transaction (unless ``swap=False``: the caller swaps), on error drop it and
-    leave ``table`` untouched.
-
-    Use for chunked writes: call :func:`append_to_stage` once per chunk.
-    """
+def _prepare_stage(con: duckdb.DuckDBPyConnection, table: str) -> str:
     schema, name = _split(table)
     con.execute(f'create schema if not exists "{schema}"')
     stage = f'"{schema}"."__stage_{name}"'
-    con.execute(f"drop table if exists {stage}")
+    con.execute(f"drop table if exists {stage}")  # a leftover from a killed pre-transaction writer
+    return stage
+
+
+def _swap_tables(con: duckdb.DuckDBPyConnection, tables: list[str]) -> None:
+    """Drop each table and rename its stage in; the caller holds the transaction."""
+    for table in tables:
+        schema, name = _split(table)
+        if not table_exists(con, f"{schema}.__stage_{name}"):
+            raise RuntimeError(f"nothing was staged for {table}")
+        con.execute(f'drop table if exists "{schema}"."{name}"')
+        con.execute(f'alter table "{schema}"."__stage_{name}" rename to "{name}"')
+
+
+@contextlib.contextmanager
+def staged_table(con: duckdb.DuckDBPyConnection, table: str) -> Iterator[str]:
+    """Yield a staging table name for a chunked write (call :func:`append_to_stage`
+    once per chunk). Staging and the swap run in one transaction: on clean exit the
+    stage replaces ``table`` at commit; on an error, or if the process dies, nothing
+    of the write is visible and ``table`` is untouched. Reads on ``con`` inside the
+    block see the transaction's own state.
+    """
+    con.execute("begin transaction")
     try:
+        stage = _prepare_stage(con, table)
         yield stage
-        if swap:
-            if not table_exists(con, f"{schema}.__stage_{name}"):
-                raise RuntimeError(f"nothing was staged for {table}")
-            _swap_tables(con, [table])
+        _swap_tables(con, [table])
+        con.execute("commit")
     except BaseException:
-        con.execute(f"drop table if exists {stage}")
+        con.execute("rollback")
         raise
 
 

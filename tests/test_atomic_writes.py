@@ -242,13 +242,6 @@ def test_hard_kill_mid_write_leaves_previous_table_intact(tmp_path):
     assert _state(path) == (EXPECTED_NEW["write_table"], [])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="models_ml.warehouse bug: staged_table creates and fills __stage_<name> in autocommit mode, "
-    "so a process killed mid-write leaves a committed, half-filled __stage_ table in the file "
-    "(visible in information_schema until the next write of that table). Fix: stage inside one "
-    "transaction (begin; create stage; appends; drop; rename; commit) so a crash rolls it back.",
-)
 def test_hard_kill_mid_write_leaves_no_stage_table(tmp_path):
     path = tmp_path / "wh.duckdb"
     _seed(path)
