@@ -65,7 +65,8 @@ def run_vectorized(a, data):
     out = []
     for lo in range(0, a.users, a.chunk):
         hi = min(lo + a.chunk, a.users)
-        out.append(ranking.restricted_topk(scores[lo:hi].clone(), a.k, consumed, np.arange(lo, hi), index,
+        # cluster-first restriction reads the scores without writing them: no copy needed
+        out.append(ranking.restricted_topk(scores[lo:hi], a.k, consumed, np.arange(lo, hi), index,
                                            target_rows[lo:hi]))
     return out
 
@@ -75,7 +76,7 @@ def run_loop_torch(a, data):
     index = ranking.ClusterIndex.build(item_cluster)
     out = []
     for u in range(a.users):
-        out.append(ranking.restricted_topk(scores[u : u + 1].clone(), a.k, consumed, np.array([u]), index,
+        out.append(ranking.restricted_topk(scores[u : u + 1], a.k, consumed, np.array([u]), index,
                                            index.rows_of(targets[u : u + 1])))
     return out
 

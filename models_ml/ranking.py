@@ -86,6 +86,7 @@ class ClusterIndex:
     clusters: np.ndarray  # (C,) sorted cluster ids
     members: torch.Tensor  # (C + 1, max cluster size) item indices
     item_pos: torch.Tensor  # (n_items + 1,) row of each item's cluster in `clusters` (0 at PAD)
+    item_slot: torch.Tensor  # (n_items + 1,) column of each item in its `members` row
 
     @classmethod
     def build(cls, item_cluster: np.ndarray) -> ClusterIndex:
@@ -99,7 +100,9 @@ class ClusterIndex:
         members[pos[order], slot] = real[order]
         item_pos = np.zeros(len(item_cluster), dtype=np.int64)
         item_pos[real] = pos
-        return cls(clusters, torch.from_numpy(members), torch.from_numpy(item_pos))
+        item_slot = np.zeros(len(item_cluster), dtype=np.int64)
+        item_slot[real[order]] = slot
+        return cls(clusters, torch.from_numpy(members), torch.from_numpy(item_pos), torch.from_numpy(item_slot))
 
     def rows_of(self, cluster_ids: np.ndarray) -> torch.Tensor:
         """Row in ``members`` for each cluster id; unknown ids and NO_CLUSTER get the
@@ -120,25 +123,32 @@ def restricted_topk(
     index: ClusterIndex | None = None,
     target_rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k item indices per row after masking (``scores`` is modified in place).
+    """Top-k item indices per row after masking.
 
     - ``exclude``/``exclude_rows``: row i loses the items of sequence ``exclude_rows[i]``
       (default: row i of ``exclude``).
     - ``index``/``target_rows`` (B,): row i keeps only the items of cluster
-      ``index.members[target_rows[i]]``. Cluster-first: only those candidates are gathered
-      and ranked, O(B x cluster size) instead of O(B x catalog).
+      ``index.members[target_rows[i]]``. Cluster-first: only those candidates are gathered,
+      masked and ranked, O(B x cluster size + consumed) instead of O(B x catalog), and
+      ``scores`` is left untouched. Without a target, ``scores`` is masked in place.
     Returns (values, indices), each (B, min(k, candidates)); slots past the eligible
     items hold -inf values (callers cut the slate there).
     """
-    scores[:, PAD] = float("-inf")
-    if exclude is not None:
-        seqrec.mask_rows(scores, exclude, exclude_rows)
     if target_rows is None:
+        scores[:, PAD] = float("-inf")
+        if exclude is not None:
+            seqrec.mask_rows(scores, exclude, exclude_rows)
         return torch.topk(scores, min(k, scores.shape[1] - 1), dim=1)
     if index is None:
         raise ValueError("target_rows need a ClusterIndex")
     cand = index.members[target_rows]  # (B, S)
-    values, j = torch.topk(scores.gather(1, cand), min(k, cand.shape[1]), dim=1)
+    values = scores.gather(1, cand).masked_fill_(cand == PAD, float("-inf"))
+    if exclude is not None:
+        r, c = (torch.from_numpy(a) for a in seqrec.row_items(exclude, exclude_rows))
+        # a consumed item matters only if it lies in its row's target cluster
+        hit = index.item_pos[c] == target_rows[r]
+        values[r[hit], index.item_slot[c[hit]]] = float("-inf")
+    values, j = torch.topk(values, min(k, cand.shape[1]), dim=1)
     return values, cand.gather(1, j)
 
 

@@ -30,7 +30,10 @@ def test_unrestricted_topk_excludes_consumed_and_pad():
 
 def test_restricted_topk_keeps_only_the_target_cluster():
     consumed = seqrec._csr(("a", "b"), [np.array([3]), np.array([])])
-    v, i = ranking.restricted_topk(scores(), 3, consumed, index=INDEX, target_rows=INDEX.rows_of([8, 7]))
+    s = scores()
+    v, i = ranking.restricted_topk(s, 3, consumed, index=INDEX, target_rows=INDEX.rows_of([8, 7]))
+    # the restricted path reads scores without changing them
+    assert torch.equal(s, scores())
     # row a: cluster 8 = {3, 4, 5} minus consumed 3 -> [4, 5] then nothing (-inf)
     assert i[0, :2].tolist() == [4, 5] and v[0, 2].item() == NEG
     # row b: cluster 7 = {1, 2} by score 0.2 > 0.1
@@ -54,6 +57,7 @@ def test_cluster_index_groups_items_in_catalog_order():
     # rows: 7 -> [1, 2], 8 -> [3, 4, 5], 9 -> [6], then the all-PAD "no target" row
     assert INDEX.members.tolist() == [[1, 2, 0], [3, 4, 5], [6, 0, 0], [0, 0, 0]]
     assert INDEX.item_pos.tolist() == [0, 0, 0, 1, 1, 1, 2]
+    assert INDEX.item_slot.tolist() == [0, 0, 1, 0, 1, 2, 0]
     assert INDEX.rows_of([9, 7, 5, ranking.NO_CLUSTER, 100]).tolist() == [2, 0, 3, 3, 3]
 
 
