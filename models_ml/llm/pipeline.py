@@ -1,0 +1,200 @@
+"""The LLM layer end to end, as the Dagster assets (and scripts) call it:
+read inputs from the warehouse, fine-tune, run all-pairs inference, write back.
+
+Warehouse connections are only held while reading or writing, never while a model
+trains or infers (DuckDB allows one writer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from models_ml import config
+from models_ml import warehouse as wh
+from models_ml.llm import base as base_lm
+from models_ml.llm import finetune as ft
+from models_ml.llm import pairs
+from models_ml.llm.decoding import LM
+from models_ml.llm.tokens import PromptEncoder, level_descriptions
+
+CURRENT_FILE = "current.json"
+FINETUNE_HISTORY_SCHEMA = {
+    "model_version": pl.String,
+    "level": pl.Int32,
+    "k": pl.Int32,
+    "step": pl.Int32,
+    "loss": pl.Float64,
+    "match_rate": pl.Float64,
+    "recall_at_1": pl.Float64,
+    "recall_at_5": pl.Float64,
+    "elapsed_s": pl.Float64,
+}
+
+
+def llm_root() -> Path:
+    """Adapters (one directory per model_version) and pair-inference shards."""
+    return config.models_dir() / "llm"
+
+
+@dataclass(frozen=True)
+class LlmInputs:
+    level: int
+    k: int
+    descriptions: dict[int, str]
+    train_pairs: pl.DataFrame  # training_pairs, split = 'train'
+    eval_transitions: pl.DataFrame  # novel_transition_examples, split = 'eval'
+    train_transitions: pl.DataFrame  # novel_transition_examples, split = 'train'
+
+
+def read_inputs(con: duckdb.DuckDBPyConnection, level: int, k: int) -> LlmInputs:
+    clusters = wh.read_table(con, config.CLUSTERS, ["level", "cluster_id", "description"])
+    descriptions = level_descriptions(clusters, level)
+    cols = "history, next_cluster_id, split"
+    for table in (config.TRAINING_PAIRS, config.NOVEL_TRANSITION_EXAMPLES):
+        if not wh.table_exists(con, table):
+            raise LookupError(f"{table} does not exist; run the dbt assets first")
+    pairs_df = wh.query(con, f"select {cols} from {config.TRAINING_PAIRS} where level = ? and k = ?", [level, k])
+    trans = wh.query(
+        con, f"select {cols} from {config.NOVEL_TRANSITION_EXAMPLES} where level = ? and k = ?", [level, k]
+    )
+    _check_ids(pairs_df, descriptions, config.TRAINING_PAIRS, level, k)
+    _check_ids(trans, descriptions, config.NOVEL_TRANSITION_EXAMPLES, level, k)
+    train = pairs_df.filter(pl.col("split") == "train")
+    if train.height == 0:
+        raise ValueError(f"{config.TRAINING_PAIRS} has no train rows for level {level}, k {k}")
+    ev = trans.filter(pl.col("split") == "eval")
+    if ev.height == 0:
+        raise ValueError(f"{config.NOVEL_TRANSITION_EXAMPLES} has no eval rows for level {level}, k {k}")
+    return LlmInputs(level, k, descriptions, train, ev, trans.filter(pl.col("split") == "train"))
+
+
+def _check_ids(df: pl.DataFrame, descriptions: dict[int, str], table: str, level: int, k: int) -> None:
+    known = set(descriptions)
+    for hist, nxt in zip(df["history"].to_list(), df["next_cluster_id"].to_list()):
+        bad = [c for c in [*hist, nxt] if c not in known]
+        if bad or len(hist) != k:
+            raise ValueError(
+                f"{table}: row history={hist} next={nxt} at level {level} "
+                + (f"names unknown cluster(s) {bad}" if bad else f"has a history of length {len(hist)}, not k={k}")
+                + f"; {config.CLUSTERS} and {table} are out of step: re-run dbt"
+            )
+
+
+def finetune_config() -> ft.FinetuneConfig:
+    return ft.FinetuneConfig(
+        steps=config.llm_finetune_steps(),
+        batch_histories=config.llm_batch_size(),
+        eval_every=config.llm_eval_every(),
+        top_m=config.llm_top_m(),
+        seed=int(config.dbt_vars()["seed"]),
+    )
+
+
+def run_finetune(inputs: LlmInputs, cfg: ft.FinetuneConfig | None = None, root: Path | None = None,
+                 progress: bool = True, on_eval=None) -> ft.FinetuneResult:
+    """Fine-tune on ``inputs`` and make the adapter the current one."""
+    root = root or llm_root()
+    result = ft.finetune(
+        base_lm.base_model_path(),
+        inputs.descriptions,
+        inputs.train_pairs,
+        inputs.eval_transitions,
+        inputs.train_transitions,
+        inputs.level,
+        inputs.k,
+        root,
+        cfg or finetune_config(),
+        version=config.llm_model_version(),
+        progress=progress,
+        on_eval=on_eval,
+    )
+    set_current(root, result.model_version)
+    return result
+
+
+def set_current(root: Path, version: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".current.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"model_version": version}, fh)
+    os.replace(tmp, root / CURRENT_FILE)
+
+
+def current_adapter_dir(root: Path | None = None) -> Path:
+    """The adapter pinned by IE_LLM_MODEL_VERSION, else the last one fine-tuned."""
+    root = root or llm_root()
+    version = config.llm_model_version()
+    if version is None:
+        pointer = root / CURRENT_FILE
+        if not pointer.is_file():
+            raise ft.AdapterError(f"no fine-tuned adapter under {root} ({CURRENT_FILE} missing): run the fine-tuning asset first")
+        try:
+            version = json.loads(pointer.read_text())["model_version"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ft.AdapterError(f"{pointer} is corrupt: {exc}") from exc
+    return root / version
+
+
+def finetune_history_frame(result: ft.FinetuneResult, level: int, k: int) -> pl.DataFrame:
+    return pl.DataFrame(
+        [(result.model_version, level, k, p.step, p.loss, p.match_rate, p.recall_at_1, p.recall_at_5, p.elapsed_s)
+         for p in result.history],
+        schema=FINETUNE_HISTORY_SCHEMA,
+        orient="row",
+    )
+
+
+def write_finetune_history(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> int:
+    """Replace this model version's rows of ml.finetune_history, keeping other versions."""
+    versions = frame["model_version"].unique().to_list()
+    if wh.table_exists(con, config.FINETUNE_HISTORY):
+        old = wh.read_table(con, config.FINETUNE_HISTORY)
+        if set(FINETUNE_HISTORY_SCHEMA) <= set(old.columns):
+            old = old.select([pl.col(c).cast(t) for c, t in FINETUNE_HISTORY_SCHEMA.items()])
+            frame = pl.concat([old.filter(~pl.col("model_version").is_in(versions)), frame])
+    return wh.write_table(con, config.FINETUNE_HISTORY, frame.sort("model_version", "step"))
+
+
+def load_inference_model(adapter_dir: Path, descriptions: dict[int, str], level: int, k: int):
+    """(LM with the adapter merged, PromptEncoder, training metadata), checked against
+    the level's current clusters."""
+    meta = ft.read_training(adapter_dir)
+    trained = {int(c): d for c, d in meta["descriptions"].items()}
+    if int(meta["level"]) != level or trained != descriptions:
+        raise ft.AdapterError(
+            f"adapter {adapter_dir.name} was fine-tuned on level {meta['level']} with "
+            f"{len(trained)} cluster descriptions that differ from the current {len(descriptions)} of "
+            f"{config.CLUSTERS} level {level}: re-run the fine-tuning asset"
+        )
+    if int(meta["k"]) != k:
+        raise ft.AdapterError(f"adapter {adapter_dir.name} was fine-tuned for k={meta['k']}, not k={k}")
+    model, tok, meta = ft.load_finetuned(adapter_dir)
+    return LM(model), PromptEncoder(tok, descriptions), meta
+
+
+def run_pair_inference(
+    adapter_dir: Path, descriptions: dict[int, str], level: int, k: int, m: int, progress: bool = True, on_shard=None
+) -> tuple[pl.DataFrame, dict]:
+    lm, enc, meta = load_inference_model(adapter_dir, descriptions, level, k)
+    work = pairs.work_dir_for(Path(adapter_dir) / "pairs", level, k, m, descriptions)
+    rows, stats = pairs.run_all_pairs(lm, enc, level, k, m, meta["model_version"], work, progress, on_shard)
+    stats["tokens_processed"] = lm.tokens_processed
+    return rows, stats
+
+
+def lookup_metrics(rows: pl.DataFrame, inputs: LlmInputs, m: int) -> dict[str, float]:
+    """Recall@1/@m of the lookup on the full eval split, with the popularity baseline."""
+    lookup: dict[tuple[int, ...], list[int]] = {}
+    for h, c in zip(rows["history"].to_list(), rows["next_cluster_id"].to_list()):
+        lookup.setdefault(tuple(h), []).append(int(c))
+    ours = pairs.recall_at(lookup, inputs.eval_transitions, (1, m))
+    hist = {tuple(h) for h in inputs.eval_transitions["history"].to_list()}
+    pop = pairs.popularity_lookup(inputs.train_transitions, hist, inputs.descriptions, m)
+    base = pairs.recall_at(pop, inputs.eval_transitions, (1, m))
+    return {**ours, **{f"popularity_{key}": v for key, v in base.items()}, "eval_transitions": inputs.eval_transitions.height}
