@@ -28,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -47,7 +48,7 @@ from models_ml import config, warehouse  # noqa: E402
 from tests.dbt_helpers import FOUNDATION_SELECT  # noqa: E402  (the one home of the foundation selection)
 
 DBT = Path(sys.executable).with_name("dbt")
-STAGING = "stg_interactions stg_items stg_clusters stg_item_clusters int_positive_cluster_events"
+STAGING = ["+int_positive_cluster_events", "stg_items", "stg_clusters"]  # the views under the marts
 # stage name -> dbt model
 STAGES = {
     "sequences": "user_cluster_sequences",
@@ -112,8 +113,10 @@ def generate(db: Path, n_events: int, n_users: int, n_items: int, n_fine: int, n
 
 
 # ---- dbt -------------------------------------------------------------------------------
-def _run_measured(cmd: list[str], env: dict, cwd: Path) -> tuple[float, float, int, str]:
-    """Run a subprocess; return (wall seconds, peak RSS MB of that child, rc, output tail)."""
+def _run_measured(cmd: list[str], env: dict, cwd: Path) -> tuple[float, float, float, int, str]:
+    """Run a subprocess; return (wall s, CPU s (user + sys, all threads), peak RSS MB of that
+    child, rc, output tail). The parent stays small (data is generated in a subprocess),
+    so the child's peak RSS is its own, not the forked parent's."""
     log = tempfile.TemporaryFile()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -122,42 +125,49 @@ def _run_measured(cmd: list[str], env: dict, cwd: Path) -> tuple[float, float, i
     proc.returncode = os.waitstatus_to_exitcode(status)
     log.seek(0)
     tail = log.read().decode(errors="replace")[-3000:]
-    return wall, rusage.ru_maxrss / 1024.0, proc.returncode, tail
+    return wall, rusage.ru_utime + rusage.ru_stime, rusage.ru_maxrss / 1024.0, proc.returncode, tail
 
 
-def _dbt(args: list[str], db: Path, target: Path) -> tuple[float, float, dict]:
+def _dbt(args: list[str], db: Path, target: Path) -> tuple[float, float, float, dict]:
     env = dict(os.environ, DUCKDB_DATABASE=str(db))
     cmd = [str(DBT), *args, "--profiles-dir", str(config.DBT_PROJECT_DIR),
            "--target-path", str(target), "--log-path", str(target / "logs")]
-    wall, peak_mb, rc, tail = _run_measured(cmd, env, config.DBT_PROJECT_DIR)
+    wall, cpu, peak_mb, rc, tail = _run_measured(cmd, env, config.DBT_PROJECT_DIR)
     if rc != 0:
         raise RuntimeError(f"dbt {' '.join(args)} failed (rc={rc}):\n{tail}")
     run_results = target / "run_results.json"
     results = json.loads(run_results.read_text())["results"] if args[0] != "parse" else []
-    node_seconds = {r["unique_id"].split(".")[-1]: r["execution_time"] for r in results}
-    return wall, peak_mb, node_seconds
+    node_seconds = {r["unique_id"]: r["execution_time"] for r in results}
+    return wall, cpu, peak_mb, node_seconds
 
 
 def run_dbt(db: Path, work: Path) -> dict:
+    """One `dbt run` subprocess per stage, then one full `dbt build`.
+
+    model_s is the model's execution_time from run_results.json (no dbt start-up);
+    cpu_s is the whole subprocess; model_cpu_s subtracts the CPU of the staging stage
+    (six views, i.e. dbt start-up and parsing) as the start-up cost."""
     target = work / "dbt_target"
     _dbt(["parse"], db, target)  # parse once so every stage starts from the same manifest
     stages = {}
-    wall, peak, _ = _dbt(["run", "--select", *STAGING.split()], db, target)
-    stages["staging"] = {"wall_s": round(wall, 2), "model_s": None, "peak_mb": round(peak)}
+    wall, cpu, peak, _ = _dbt(["run", "--select", *STAGING], db, target)
+    startup_cpu = cpu
+    stages["staging"] = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_mb": round(peak)}
     for stage, model in STAGES.items():
-        wall, peak, nodes = _dbt(["run", "--select", model], db, target)
-        stages[stage] = {"wall_s": round(wall, 2), "model_s": round(nodes[model], 2), "peak_mb": round(peak)}
-    build_wall, build_peak, nodes = _dbt(
-        ["build", *FOUNDATION_SELECT], db, target)
-    model_s = round(sum(s["model_s"] for s in stages.values() if s["model_s"] is not None), 2)
-    tests_s = round(sum(v for k, v in nodes.items() if k not in STAGES.values() and k not in STAGING.split()), 2)
+        wall, cpu, peak, nodes = _dbt(["run", "--select", model], db, target)
+        stages[stage] = {"wall_s": round(wall, 2), "model_s": round(nodes[f"model.interest_explorer.{model}"], 2),
+                         "cpu_s": round(cpu, 2), "model_cpu_s": round(max(cpu - startup_cpu, 0.0), 2),
+                         "peak_mb": round(peak)}
+    build_wall, build_cpu, build_peak, nodes = _dbt(["build", *FOUNDATION_SELECT], db, target)
     return {
         "stages": stages,
-        "models_total_s": model_s,
-        "build": {"wall_s": round(build_wall, 2), "peak_mb": round(build_peak),
-                  "models_s": round(sum(nodes.get(m, 0.0) for m in STAGES.values()), 2), "tests_s": tests_s,
-                  "note": "one `dbt build` of the foundation: staging views, 4 marts, data and unit tests, "
-                          "including dbt start-up"},
+        "models_total_s": round(sum(stages[s]["model_s"] for s in STAGES), 2),
+        "models_total_cpu_s": round(sum(stages[s]["model_cpu_s"] for s in STAGES), 2),
+        "build": {"wall_s": round(build_wall, 2), "cpu_s": round(build_cpu, 2), "peak_mb": round(build_peak),
+                  "model_nodes_s": round(sum(v for k, v in nodes.items() if k.startswith("model.")), 2),
+                  "test_nodes_s": round(sum(v for k, v in nodes.items() if k.startswith(("test.", "unit_test."))), 2),
+                  "note": "one `dbt build` of the foundation (views, 4 marts, data and unit tests) with dbt "
+                          "start-up; *_nodes_s sum node times that overlap across dbt's 2 threads"},
     }
 
 
@@ -192,6 +202,11 @@ def _hwm_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _unit_hash(*cols: pd.Series) -> np.ndarray:
     """Deterministic [0, 1) from columns (pandas' own hash; DuckDB's hash() differs)."""
     h = np.zeros(len(cols[0]), dtype=np.uint64)
@@ -210,9 +225,10 @@ def pandas_derivations(db: Path, v: dict, user_share: float) -> dict:
 
     def timed(name, fn):
         _hwm_reset()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu()
         out = fn()
-        stages[name] = {"wall_s": round(time.perf_counter() - t0, 2), "peak_mb": round(_hwm_mb())}
+        stages[name] = {"wall_s": round(time.perf_counter() - t0, 2), "cpu_s": round(_cpu() - c0, 2),
+                        "peak_mb": round(_hwm_mb())}
         return out
 
     def load():
@@ -293,6 +309,23 @@ def pandas_derivations(db: Path, v: dict, user_share: float) -> dict:
         return out
 
     uci = timed("uci_at_n", uci_at_n)
+
+    def persist():
+        # dbt materializes its marts; to compare like with like, write the pandas results
+        # to a scratch DuckDB file as well (reported separately from the derivations)
+        import polars as pl
+        scratch = db.with_suffix(".pandas_out.duckdb")
+        frames = {
+            "main.pd_sequences": seq[["user_id", "level", "seq_pos", "cluster_id", "first_ts", "last_ts", "n_events"]],
+            "main.pd_novel_examples": ex[["user_id", "level", "k", "history", "next_cluster_id", "event_ts", "seq_pos", "split"]],
+            "main.pd_training_pairs": pairs[["level", "k", "history", "next_cluster_id", "split", "user_id", "event_ts", "seq_pos"]],
+            "main.pd_uci_at_n": uci[["user_id", "level", "window_start", "window_end", "n", "uci"]],
+        }
+        with warehouse.connect(scratch) as con:
+            warehouse.write_tables(con, {t: pl.from_pandas(f) for t, f in frames.items()})
+        scratch.unlink()
+
+    timed("write", persist)
     return {
         "stages": stages,
         "peak_reset_per_stage": clear_ok,
@@ -316,42 +349,54 @@ def _exponent(small: float, large: float, n_small: int, n_large: int) -> float:
     return round(math.log(large / small) / math.log(n_large / n_small), 3)
 
 
+def _generate_in_subprocess(db: Path, n_events: int, args) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--generate-worker", str(db), "--sizes", str(n_events),
+           "--users", str(args.users), "--items", str(args.items), "--fine", str(args.fine), "--coarse", str(args.coarse)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"data generation failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout)
+
+
 def bench_size(n_events: int, args, work: Path) -> dict:
     db = work / f"scaling_{n_events}.duckdb"
     if db.exists():
         db.unlink()
-    data = generate(db, n_events, args.users, args.items, args.fine, args.coarse)
-    with warehouse.connect(db, read_only=True) as con:
-        data["positive_events"] = con.execute(
-            f"select count(*) from {config.RAW_INTERACTIONS} where engagement >= ?",
-            [config.dbt_vars()["positive_threshold"]]).fetchone()[0]
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    data = _generate_in_subprocess(db, n_events, args)
     v = config.dbt_vars()
     dbt_res = run_dbt(db, work)
     dbt_res["counts"] = dbt_counts(db)
     share = args.pandas_sample
     pd_res = run_pandas(db, v, share, args.pandas_timeout)
     scale = 1.0 / share
-    pandas_stage_s = {s: st["wall_s"] for s, st in pd_res["stages"].items() if s != "load"}
     if share < 1.0:
         pd_res["extrapolation"] = (f"pandas ran on a {share:.0%} user sample; its seconds are scaled x{scale:g} "
-                                   "(linear in events) in pandas_total_s and the ratios; peak MB are not scaled")
-    pandas_total = round(scale * sum(pandas_stage_s.values()), 2)
-    pandas_load = round(scale * pd_res["stages"]["load"]["wall_s"], 2)
-    dbt_model_total = dbt_res["models_total_s"]
-    dbt_stage_wall = round(sum(st["wall_s"] for s, st in dbt_res["stages"].items() if s != "staging"), 2)
+                                   "(linear in events) in pandas_total_* and the ratios; peak MB are not scaled")
+    derivations = [s for s in pd_res["stages"] if s not in ("load", "write")]
+    pandas_wall = round(scale * sum(pd_res["stages"][s]["wall_s"] for s in derivations), 2)
+    pandas_cpu = round(scale * sum(pd_res["stages"][s]["cpu_s"] for s in derivations), 2)
     res = {
         "data": data,
+        "loadavg_1_5_15": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()],
+                           "note": "the machine is shared: wall seconds inflate with load, CPU seconds much less"},
         "dbt": dbt_res,
         "pandas": pd_res,
-        "pandas_total_s": pandas_total,
-        "pandas_load_s": pandas_load,
+        "pandas_total_wall_s": pandas_wall,
+        "pandas_total_cpu_s": pandas_cpu,
+        "pandas_load_s": round(scale * pd_res["stages"]["load"]["wall_s"], 2),
+        "pandas_write_s": round(scale * pd_res["stages"]["write"]["wall_s"], 2),
         "ratios": {
-            "pandas_over_dbt_models": round(pandas_total / dbt_model_total, 2),
-            "pandas_over_dbt_build_wall": round(pandas_total / dbt_res["build"]["wall_s"], 2),
-            "per_stage_pandas_over_dbt_model": {
-                s: round(scale * pandas_stage_s[s] / dbt_res["stages"][s]["model_s"], 2) for s in STAGES},
+            "note": "pandas derivations in memory (load from DuckDB and writing excluded unless named) over dbt "
+                    "models (execution_time, which includes materializing the tables; dbt start-up excluded)",
+            "pandas_over_dbt_model_wall": round(pandas_wall / dbt_res["models_total_s"], 2),
+            "pandas_over_dbt_model_cpu": round(pandas_cpu / max(dbt_res["models_total_cpu_s"], 1e-9), 2),
+            "pandas_with_write_over_dbt_model_wall": round(
+                (pandas_wall + scale * pd_res["stages"]["write"]["wall_s"]) / dbt_res["models_total_s"], 2),
+            "pandas_over_dbt_build_wall": round(pandas_wall / dbt_res["build"]["wall_s"], 2),
+            "per_stage_wall": {
+                s: round(scale * pd_res["stages"][s]["wall_s"] / dbt_res["stages"][s]["model_s"], 2) for s in STAGES},
         },
-        "dbt_stage_wall_total_s": dbt_stage_wall,
     }
     if share >= 1.0:
         mismatches = {key: (dbt_res["counts"][key], pd_res["counts"][key])
@@ -378,10 +423,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default=None, help="where the temporary DuckDB files go (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the generated DuckDB files")
     ap.add_argument("--pandas-worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--generate-worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--vars", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
+    if args.generate_worker:
+        db = Path(args.generate_worker)
+        data = generate(db, int(args.sizes), args.users, args.items, args.fine, args.coarse)
+        with warehouse.connect(db, read_only=True) as con:
+            data["positive_events"] = con.execute(
+                f"select count(*) from {config.RAW_INTERACTIONS} where engagement >= ?",
+                [config.dbt_vars()["positive_threshold"]]).fetchone()[0]
+        print(json.dumps(data))
+        return 0
     if args.pandas_worker:
         res = pandas_derivations(Path(args.pandas_worker), json.loads(args.vars), args.pandas_sample)
         Path(args.worker_out).write_text(json.dumps(res))
@@ -407,9 +462,10 @@ def main(argv: list[str] | None = None) -> int:
         lo, hi = str(sizes[0]), str(sizes[-1])
         doc["scaling_exponent"] = {
             "note": f"log(t_large / t_small) / log({sizes[-1]} / {sizes[0]}); 1.0 = linear",
-            "dbt_models": _exponent(results[lo]["dbt"]["models_total_s"], results[hi]["dbt"]["models_total_s"], sizes[0], sizes[-1]),
+            "dbt_models_wall": _exponent(results[lo]["dbt"]["models_total_s"], results[hi]["dbt"]["models_total_s"], sizes[0], sizes[-1]),
+            "dbt_models_cpu": _exponent(results[lo]["dbt"]["models_total_cpu_s"], results[hi]["dbt"]["models_total_cpu_s"], sizes[0], sizes[-1]),
             "dbt_build_wall": _exponent(results[lo]["dbt"]["build"]["wall_s"], results[hi]["dbt"]["build"]["wall_s"], sizes[0], sizes[-1]),
-            "pandas": _exponent(results[lo]["pandas_total_s"], results[hi]["pandas_total_s"], sizes[0], sizes[-1]),
+            "pandas_wall": _exponent(results[lo]["pandas_total_wall_s"], results[hi]["pandas_total_wall_s"], sizes[0], sizes[-1]),
         }
     print(json.dumps(doc, indent=2))
     return 0
