@@ -174,6 +174,8 @@ def seqrec_overrides() -> dict:
         ("max_len", "IE_SEQREC_MAX_LEN", int),
         ("dim", "IE_SEQREC_DIM", int),
         ("time_budget_s", "IE_SEQREC_TIME_BUDGET_S", float),
+        ("n_negatives", "IE_SEQREC_NEGATIVES", int),
+        ("threads", "IE_SEQREC_THREADS", int),
     ):
         raw = _env(env_name)
         if raw is not None:

@@ -124,3 +124,30 @@ def test_no_training_transitions_is_a_clear_error():
     seqs = seqrec._csr(("u1",), [np.array([1, 2, 3])])
     with pytest.raises(ValueError, match="no training transitions"):
         seqrec.train(seqs, CATALOG, seqrec.SeqRecConfig(max_epochs=1))
+
+
+def test_sampled_softmax_loss_by_hand():
+    cfg = seqrec.SeqRecConfig(max_len=4, dim=2, n_layers=1, n_heads=1)
+    model = seqrec.SASRec(6, cfg)
+    with torch.no_grad():
+        model.item_emb.weight.copy_(torch.tensor([[0, 0], [1, 0], [0, 1], [1, 1], [2, 0], [0, 2], [-1, 0]], dtype=torch.float))
+    h = torch.tensor([[1.0, 0.0]])
+    target = torch.tensor([4])  # item 4 = (2, 0): logit 2
+    gen = torch.Generator().manual_seed(0)
+    # n_negatives 0 (or a catalog <= 2x n_negatives): full softmax over items 1..6
+    full = -2 + math.log(sum(math.exp(v) for v in (1, 0, 1, 2, 0, -1)))
+    assert seqrec._loss(model, h, target, 0, gen).item() == pytest.approx(full)
+    assert seqrec._loss(model, h, target, 3, gen).item() == pytest.approx(full)
+    # sampled: target logit vs the shared negatives; a negative equal to the target is masked
+    negs = torch.randint(1, 7, (2,), generator=torch.Generator().manual_seed(0)).tolist()
+    weights = model.item_emb.weight.detach()
+    logits = [2.0] + [float(weights[n] @ h[0]) for n in negs if n != 4]
+    expected = -2 + math.log(sum(math.exp(v) for v in logits))
+    assert seqrec._loss(model, h, target, 2, torch.Generator().manual_seed(0)).item() == pytest.approx(expected)
+
+
+def test_thread_setting_is_restored():
+    before = torch.get_num_threads()
+    seqs = seqrec._csr(("u",), [np.array([1, 2, 3, 4, 5])])
+    seqrec.train(seqs, CATALOG, seqrec.SeqRecConfig(max_len=4, dim=8, n_layers=1, n_heads=1, max_epochs=1, threads=1))
+    assert torch.get_num_threads() == before
