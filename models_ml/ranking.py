@@ -18,8 +18,8 @@ Defined behaviour on awkward input (each has a test):
 - lookup row naming a cluster with no items at the LLM level: the lookup is stale against
   the clusters, :class:`StaleLookupError` naming the rows (checked for the whole lookup at
   the level and K before anything is written).
-- user whose history has no lookup row (fewer than K distinct clusters, or a history the
-  lookup lacks) or whose suggested clusters were all consumed already: the target falls
+- user whose history has no lookup row (fewer than K distinct clusters and no k = j rows,
+  or a history the lookup lacks) or whose suggested clusters were all consumed already: the target falls
   back to the unconsumed cluster holding the model's best-scoring item
   (``target_source = 'model_fallback'``); a user who consumed every cluster gets no explore
   slate (counted in the stats).
@@ -266,7 +266,7 @@ def lookup_candidates(
 ) -> pl.DataFrame:
     """Set-based serving lookup: users' last K distinct clusters joined to the lookup
     table. Columns: user_id, history, rank, next_cluster_id, score, model_version."""
-    validate_lookup(con, level, k)
+    validate_lookup(con, level)
     hist = user_histories(con, level, k, user_ids)
     con.register("__ie_histories", hist.to_arrow())
     try:
@@ -277,17 +277,19 @@ def lookup_candidates(
                    t.score::double as score, t.model_version
             from __ie_histories h
             join {config.NOVEL_INTEREST_TRANSITIONS} t
-              on t.level = ? and t.k = ? and t.history::bigint[] = h.history
+              -- a user with j < K distinct clusters matches k = j rows when the lookup has
+              -- them (as models_ml.serving.next_interests does), else the model fallback
+              on t.level = ? and t.k = len(h.history) and t.history::bigint[] = h.history
             order by h.user_id, t.rank
             """,
-            [level, k],
+            [level],
         )
     finally:
         con.unregister("__ie_histories")
 
 
-def validate_lookup(con: duckdb.DuckDBPyConnection, level: int, k: int) -> None:
-    """Every lookup row at (level, k) must name a cluster that has items at that level."""
+def validate_lookup(con: duckdb.DuckDBPyConnection, level: int) -> None:
+    """Every lookup row at ``level`` must name a cluster that has items at that level."""
     if not wh.table_exists(con, config.NOVEL_INTEREST_TRANSITIONS):
         raise LookupError(
             f"{config.NOVEL_INTEREST_TRANSITIONS} does not exist: the explore policy needs the LLM lookup "
@@ -298,15 +300,15 @@ def validate_lookup(con: duckdb.DuckDBPyConnection, level: int, k: int) -> None:
         f"""
         select t.history, t.rank, t.next_cluster_id
         from {config.NOVEL_INTEREST_TRANSITIONS} t
-        where t.level = ? and t.k = ?
+        where t.level = ?
           and t.next_cluster_id not in (select cluster_id from {config.ITEM_CLUSTERS} where level = ?)
         order by t.next_cluster_id, t.rank
         """,
-        [level, k, level],
+        [level, level],
     )
     if bad.height:
         raise StaleLookupError(
-            f"{config.NOVEL_INTEREST_TRANSITIONS}: {bad.height} rows at level {level}, k {k} point at clusters "
+            f"{config.NOVEL_INTEREST_TRANSITIONS}: {bad.height} rows at level {level} point at clusters "
             f"with no items in {config.ITEM_CLUSTERS}, e.g. (history, rank, next_cluster_id) {bad.head(5).rows()}; "
             "the lookup is stale against the clusters: re-run the LLM assets"
         )

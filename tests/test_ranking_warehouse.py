@@ -167,6 +167,17 @@ def test_stale_lookup_row_is_an_error_naming_the_row(world, tmp_path):
         assert wh.read_table(con, config.RECOMMENDATIONS).height == world["recs"].height
 
 
+def test_short_history_uses_k_equal_j_lookup_rows(world, tmp_path):
+    # u2 has one distinct cluster (1); with k = 1 rows in the lookup it is served from them
+    db = tmp_path / world["db"].name
+    shutil.copy(world["db"], db)
+    with wh.connect(db) as con:
+        con.execute(f"insert into {config.NOVEL_INTEREST_TRANSITIONS} values (2, 1, [1], 1, 2, 0.8, 'x')")
+        data = ranking.load_ranking_data(con, world["loaded"].catalog, 2, ["u2", "u1"])
+        targets = ranking.choose_targets(ranking.lookup_candidates(con, 2, 2, ["u2", "u1"]), data)
+    assert targets == {"u2": (2, 1, 0.8), "u1": (3, 1, 0.6)}
+
+
 def test_api_explains_one_user(world):
     with wh.connect(world["db"], read_only=True) as con:
         rec = ranking.recommend("u1", K, "explore", con, world["model_dir"])
