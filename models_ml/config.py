@@ -110,6 +110,8 @@ _VAR_ENV = {
     "novelty_mode": ("IE_NOVELTY_MODE", str),
     "max_per_label": ("IE_MAX_PER_LABEL", int),
     "max_per_history": ("IE_MAX_PER_HISTORY", int),
+    "eval_share": ("IE_EVAL_SHARE", float),
+    "history_lookback": ("IE_HISTORY_LOOKBACK", int),
     "seed": ("IE_SEED", int),
 }
 
