@@ -53,16 +53,19 @@ class SeqRecConfig:
     n_heads: int = 2
     dropout: float = 0.2
     max_epochs: int = 40
-    patience: int = 3  # epochs without validation NDCG@10 gain before stopping
+    patience: int = 4  # epochs without validation NDCG@10 gain before stopping
     batch_size: int = 64
     lr: float = 3e-3
     seed: int = 42
     eval_k: int = 10
     n_negatives: int = 0  # 0: full-softmax CE; > 0: sampled softmax on catalogs above 2x this
-    # None: torch's default. On a loaded 2-core machine 1 thread trained ~3x faster than 2
-    # (intra-op threads stall waiting for a core); on an idle one 2 threads win.
-    threads: int | None = None
-    time_budget_s: float | None = 120.0  # stop after the epoch that crosses it (demo budget)
+    # Intra-op threads while training (None: torch's default). 1 by default: at dim 64 the
+    # matmuls are small, and on the shared 2-core machine 2 threads ran epochs 3-10x slower
+    # than 1 (threads stall waiting for a core). IE_SEQREC_THREADS raises it.
+    threads: int | None = 1
+    # Safety net: stop after the epoch that crosses it. The demo stops early (~10 epochs,
+    # under a minute); ml-latest-small (9.7k items) needs ~20 epochs to beat popularity well.
+    time_budget_s: float | None = 240.0
 
 
 # ---- sequences ----------------------------------------------------------------
