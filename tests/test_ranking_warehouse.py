@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 
-import duckdb
 import numpy as np
 import polars as pl
 import pytest
