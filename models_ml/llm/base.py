@@ -124,7 +124,10 @@ def runtime() -> Runtime:
 def load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(validate_model_dir(path))
+    path = Path(path)
+    if not path.is_dir():
+        raise BaseModelError(f"tokenizer directory {path} does not exist")
+    tok = AutoTokenizer.from_pretrained(path)
     if tok.eos_token_id is None:
         raise BaseModelError(f"tokenizer at {path} has no end-of-sequence token")
     if tok.pad_token_id is None:

@@ -198,7 +198,8 @@ def batch_loss(lm: LM, enc: PromptEncoder, groups: Sequence[tuple[tuple[int, ...
 def evaluate(
     lm: LM, enc: PromptEncoder, sample: pl.DataFrame, match_histories: Sequence[tuple[int, ...]], m: int
 ) -> dict[str, float]:
-    """Unconstrained match rate on ``match_histories`` and recall@1/@m on ``sample``."""
+    """Unconstrained match rate on ``match_histories`` and recall@1/@5 on ``sample``
+    (the search runs to depth max(m, 5))."""
     was_training = lm.model.training
     lm.model.eval()
     try:
@@ -211,11 +212,11 @@ def evaluate(
         )
         match = sum(enc.parse(o) is not None for o in outs) / max(1, len(outs))
         hists = {tuple(int(c) for c in h) for h in sample["history"].to_list()}
-        top = infer_histories(lm, enc, sorted(hists), m)
-        rec = recall_at({h: [c for c, _ in r] for h, r in top.items()}, sample, (1, m))
+        top = infer_histories(lm, enc, sorted(hists), max(m, 5))
+        rec = recall_at({h: [c for c, _ in r] for h, r in top.items()}, sample, (1, 5))
     finally:
         lm.model.train(was_training)
-    return {"match_rate": match, "recall_at_1": rec["recall_at_1"], f"recall_at_{m}": rec[f"recall_at_{m}"]}
+    return {"match_rate": match, **rec}
 
 
 def finetune(
@@ -260,8 +261,8 @@ def finetune(
     hist_pool = sorted({tuple(int(c) for c in h) for h in eval_transitions["history"].to_list()})
     rng = np.random.default_rng(cfg.seed + 1)
     match_hist = [hist_pool[i] for i in rng.permutation(len(hist_pool))[: cfg.eval_prompts]]
-    pop = popularity_lookup(train_transitions, {tuple(h) for h in sample["history"].to_list()}, descriptions, cfg.top_m)
-    baselines = {"popularity_" + key: v for key, v in recall_at(pop, sample, (1, cfg.top_m)).items()}
+    pop = popularity_lookup(train_transitions, {tuple(h) for h in sample["history"].to_list()}, descriptions, 5)
+    baselines = {"popularity_" + key: v for key, v in recall_at(pop, sample, (1, 5)).items()}
 
     model = base_lm.load_model(base_path, rt)
     model = get_peft_model(
@@ -290,7 +291,7 @@ def finetune(
 
     def record(step: int, loss: float | None) -> None:
         ev = evaluate(lm, enc, sample, match_hist, cfg.top_m)
-        point = EvalPoint(step, loss, ev["match_rate"], ev["recall_at_1"], ev[f"recall_at_{cfg.top_m}"],
+        point = EvalPoint(step, loss, ev["match_rate"], ev["recall_at_1"], ev["recall_at_5"],
                           time.perf_counter() - t0)
         history.append(point)
         if on_eval is not None:

@@ -1,0 +1,117 @@
+"""Novel-interest LLM (group `llm`): LoRA fine-tuning -> ml.finetune_history, all-pairs
+constrained inference -> ml.novel_interest_transitions, and the dbt mart
+transition_lookup. Thin wiring over models_ml.llm.pipeline; no warehouse connection
+is held while a model trains or infers."""
+
+import time
+
+from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
+
+from models_ml import config
+from models_ml.llm import pipeline
+from models_ml.llm.pairs import write_lookup
+from orchestration.assets.ingestion import asset_key_path
+from orchestration.dbt import dbt_asset_group
+from orchestration.resources import WarehouseResource
+
+GROUP = "llm"
+
+# transition_lookup reads the Python lookup table, so it is its own dbt op (no cycle).
+transition_lookup_assets = dbt_asset_group(name="llm_dbt_assets", group=GROUP, select="tag:llm")
+
+
+@asset(
+    key=asset_key_path(config.FINETUNE_HISTORY),
+    group_name=GROUP,
+    kinds={"pytorch", "duckdb"},
+    deps=[
+        AssetKey("training_pairs"),
+        AssetKey("novel_transition_examples"),
+        AssetKey(asset_key_path(config.CLUSTERS)),
+    ],
+    description=(
+        "LoRA fine-tuning of the base LM (SmolLM2-135M-Instruct, or IE_BASE_MODEL) on the balanced "
+        "train split of training_pairs at the LLM level; records loss, unconstrained match rate and "
+        "eval-split recall@1/@5 every few steps (step 0 = zero-shot) and saves the adapter under "
+        "IE_MODELS_DIR/llm/<model_version>."
+    ),
+)
+def llm_finetune(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+    level, k = config.llm_level(), config.k()
+    with warehouse.connect() as con:
+        inputs = pipeline.read_inputs(con, level, k)
+    cfg = pipeline.finetune_config()
+    context.log.info(
+        f"fine-tuning on {inputs.train_pairs.height} pairs, {len(inputs.descriptions)} clusters "
+        f"(level {level}, k {k}), {cfg.steps} steps"
+    )
+
+    def log_point(p) -> None:
+        context.log.info(
+            f"step {p.step}: loss {p.loss} match_rate {p.match_rate:.3f} "
+            f"recall@1 {p.recall_at_1:.3f} recall@5 {p.recall_at_5:.3f}"
+        )
+
+    result = pipeline.run_finetune(inputs, cfg, on_eval=log_point)
+    frame = pipeline.finetune_history_frame(result, level, k)
+    with warehouse.connect() as con:
+        pipeline.write_finetune_history(con, frame)
+    zero, final = result.history[0], result.history[-1]
+    return MaterializeResult(
+        metadata={
+            "model_version": result.model_version,
+            "adapter_dir": MetadataValue.path(str(result.adapter_dir)),
+            "match_rate": MetadataValue.float(final.match_rate),
+            "recall_at_1": MetadataValue.float(final.recall_at_1),
+            "recall_at_5": MetadataValue.float(final.recall_at_5),
+            "zero_shot_recall_at_5": MetadataValue.float(zero.recall_at_5),
+            "popularity_recall_at_5": MetadataValue.float(result.baselines["popularity_recall_at_5"]),
+            "train_seconds": MetadataValue.float(round(result.train_seconds, 1)),
+            "history": MetadataValue.md(_markdown(frame.drop("model_version", "level", "k"))),
+            "config": MetadataValue.json(result.config.__dict__),
+        }
+    )
+
+
+@asset(
+    key=asset_key_path(config.NOVEL_INTEREST_TRANSITIONS),
+    group_name=GROUP,
+    kinds={"pytorch", "duckdb"},
+    deps=[AssetKey(asset_key_path(config.FINETUNE_HISTORY))],
+    description=(
+        "For every ordered history of K distinct clusters at the LLM level, the top-m novel clusters "
+        "(trie-constrained decoding, history excluded) from the current adapter; resumable in shards, "
+        "written atomically with its model_version."
+    ),
+)
+def novel_interest_transitions(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+    level, k, m = config.llm_level(), config.k(), config.llm_top_m()
+    with warehouse.connect() as con:
+        inputs = pipeline.read_inputs(con, level, k)
+    adapter = pipeline.current_adapter_dir()
+    t0 = time.perf_counter()
+    rows, stats = pipeline.run_pair_inference(adapter, inputs.descriptions, level, k, m)
+    seconds = time.perf_counter() - t0
+    metrics = pipeline.lookup_metrics(rows, inputs, m)
+    with warehouse.connect() as con:
+        write_lookup(con, rows, level, k)
+    context.log.info(f"lookup: {stats['histories']} histories, {rows.height} rows in {seconds:.0f}s; {metrics}")
+    return MaterializeResult(
+        metadata={
+            "rows": MetadataValue.int(rows.height),
+            "histories": MetadataValue.int(stats["histories"]),
+            "model_version": rows["model_version"][0],
+            "inference_seconds": MetadataValue.float(round(seconds, 1)),
+            "histories_per_second": MetadataValue.float(round(stats["histories"] / max(seconds, 1e-9), 2)),
+            "shards_computed": MetadataValue.int(stats["shards_computed"]),
+            "shards_resumed": MetadataValue.int(stats["shards_resumed"]),
+            **{key: MetadataValue.float(float(v)) for key, v in metrics.items() if key != "eval_transitions"},
+            "eval_transitions": MetadataValue.int(metrics["eval_transitions"]),
+        }
+    )
+
+
+def _markdown(df) -> str:
+    head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    return head + "\n".join("| " + " | ".join(fmt(v) for v in row) + " |" for row in df.iter_rows())

