@@ -15,11 +15,24 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 
 from models_ml import config
 
+# The dbt next to this interpreter: the venv need not be activated or on PATH.
+DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
+
 dbt_project = DbtProject(project_dir=config.DBT_PROJECT_DIR, profiles_dir=config.DBT_PROJECT_DIR)
+
+
+def prepare_manifest() -> None:
+    """`dbt parse` into the project's target dir with DBT_EXECUTABLE (dagster-dbt's own
+    preparer looks for `dbt` on PATH, absent on a clean CI clone)."""
+    DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE).cli(
+        ["parse", "--quiet"], target_path=dbt_project.target_path
+    ).wait()
+
+
 # `dagster dev` re-parses on start; the CLI and tests need a manifest too, so parse once
 # when it is missing rather than relying on a deploy step.
 if os.environ.get("DAGSTER_IS_DEV_CLI") or not dbt_project.manifest_path.exists():
-    dbt_project.preparer.prepare(dbt_project)
+    prepare_manifest()
 
 
 class _GroupTranslator(DagsterDbtTranslator):
@@ -32,11 +45,8 @@ class _GroupTranslator(DagsterDbtTranslator):
 
 
 def dbt_cli_resource() -> DbtCliResource:
-    # The dbt next to this interpreter: the venv need not be activated.
     return DbtCliResource(
-        project_dir=dbt_project,
-        profiles_dir=str(config.DBT_PROJECT_DIR),
-        dbt_executable=str(Path(sys.executable).with_name("dbt")),
+        project_dir=dbt_project, profiles_dir=str(config.DBT_PROJECT_DIR), dbt_executable=DBT_EXECUTABLE
     )
 
 
