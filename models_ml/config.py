@@ -221,7 +221,7 @@ def llm_top_m() -> int:
 
 def llm_finetune_steps() -> int:
     """IE_LLM_STEPS: LoRA optimiser steps (default sized for the 2-core CPU demo)."""
-    return _positive_int_env("IE_LLM_STEPS", 160)
+    return _positive_int_env("IE_LLM_STEPS", 150)
 
 
 def llm_batch_size() -> int:
@@ -231,7 +231,7 @@ def llm_batch_size() -> int:
 
 def llm_eval_every() -> int:
     """IE_LLM_EVAL_EVERY: steps between recorded evaluations (loss, match rate, recall)."""
-    return _positive_int_env("IE_LLM_EVAL_EVERY", 40)
+    return _positive_int_env("IE_LLM_EVAL_EVERY", 50)
 
 
 def llm_model_version() -> str | None:

@@ -1,18 +1,28 @@
 """The one home of the novel-interest prompt.
 
-A prompt holds a request for one new interest that is not in the list, then the
-user's K history clusters' descriptions, oldest first; the answer is one cluster
-description followed by the end-of-sequence token.
+A prompt is an instruction asking for one new interest that is not in the list, then
+the user's K history clusters' descriptions, oldest first, one per line; the answer
+is one cluster description followed by the end-of-sequence token::
 
-The request comes first and each history cluster is its own segment, so every
-history starting with the same clusters shares a token prefix: pair inference
-computes that prefix's KV cache once per group (models_ml.llm.pairs). Segments are
-tokenised separately and concatenated (models_ml.llm.tokens), the same way in
-fine-tuning and inference, so a shared prefix is the same token ids in both.
+    Suggest one new interest for a user who enjoyed the interests listed below,
+    oldest first. Answer after "+" with one interest that is not in the list.
+    - sourdough, starter
+    - bouldering, rope
+    + jazz, archtop<eos>
 
-With a chat template (instruct models) the request is the system turn, which also
-replaces any long default system prompt the template would add, the history is the
-user turn and the answer the assistant turn.
+Why this layout:
+- The instruction comes first and each history cluster is its own segment, so all
+  histories starting with the same clusters share a token prefix whose KV cache pair
+  inference computes once (models_ml.llm.decoding.TokenTree). Segments are tokenised
+  separately and concatenated (models_ml.llm.tokens), identically in fine-tuning and
+  inference.
+- What follows the last cluster is repeated for every history (N x (N-1) times at
+  K = 2), so it is two tokens ("\\n+"). A chat template would add six
+  (``<|im_end|>\\n<|im_start|>assistant\\n``) to every history and to every training
+  example; the fine-tuned model learns this plain layout instead, and the zero-shot
+  model is measured on the same prompt.
+- The answer starts with a space: words then tokenise as they do mid-sentence
+  (" drum" is one token, "drum" two), so answers are short.
 """
 
 from __future__ import annotations
@@ -21,30 +31,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 INSTRUCTION = (
-    "Suggest one new interest for a user who enjoyed the interests below, oldest first. "
-    "Answer with one interest that is not in the list."
+    "Suggest one new interest for a user who enjoyed the interests listed below, oldest first. "
+    'Answer after "+" with one interest that is not in the list.'
 )
-_SENTINEL = "\u2063IE_HISTORY\u2063"
 
 
 @dataclass(frozen=True)
 class PromptFormat:
-    """``head`` (with the instruction) + items + ``tail``; the answer is
-    ``answer_prefix`` + description."""
+    head: str = INSTRUCTION + "\n"
+    item_prefix: str = "- "
+    tail: str = "\n+"
+    answer_prefix: str = " "
 
-    head: str
-    tail: str
-    answer_prefix: str = ""
+    def item(self, description: str, first: bool, last: bool) -> str:
+        """The text segment of one history cluster."""
+        return ("" if first else "\n") + self.item_prefix + clean(description) + (self.tail if last else "")
 
     def segments(self, descriptions: Sequence[str]) -> list[str]:
-        """One text segment per history cluster, oldest first: the first carries the
-        head, the last the tail."""
+        """[head, cluster 1, ..., cluster K + tail], oldest first."""
         if not descriptions:
             raise ValueError("a prompt needs at least one history cluster description")
-        segs = [("\n" if i else "") + "- " + clean(d) for i, d in enumerate(descriptions)]
-        segs[0] = self.head + segs[0]
-        segs[-1] = segs[-1] + self.tail
-        return segs
+        k = len(descriptions)
+        return [self.head] + [self.item(d, i == 0, i == k - 1) for i, d in enumerate(descriptions)]
 
     def render(self, descriptions: Sequence[str]) -> str:
         return "".join(self.segments(descriptions))
@@ -60,8 +68,7 @@ class PromptFormat:
         return text.strip()
 
 
-# Models without a chat template get a plain completion layout.
-PLAIN_FORMAT = PromptFormat(head=INSTRUCTION + "\n", tail="\nNew interest:", answer_prefix=" ")
+PROMPT = PromptFormat()
 
 
 def clean(description: str) -> str:
@@ -72,20 +79,5 @@ def clean(description: str) -> str:
     return text
 
 
-def prompt_format(tokenizer) -> PromptFormat:
-    """The prompt layout for ``tokenizer``'s model."""
-    if not getattr(tokenizer, "chat_template", None):
-        return PLAIN_FORMAT
-    attempts = (
-        [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": _SENTINEL}],
-        [{"role": "user", "content": INSTRUCTION + "\n" + _SENTINEL}],  # templates without a system role
-    )
-    for messages in attempts:
-        try:
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        except Exception:  # noqa: BLE001 - templates raise on roles they do not support
-            continue
-        if isinstance(text, str) and text.count(_SENTINEL) == 1:
-            head, tail = text.split(_SENTINEL)
-            return PromptFormat(head=head, tail=tail)
-    return PLAIN_FORMAT
+def render_prompt(descriptions: Sequence[str]) -> str:
+    return PROMPT.render(descriptions)

@@ -14,10 +14,12 @@ frontier entry and emitting it when it is complete gives the exact top m in orde
 expanding only the nodes that can still matter. Rows (histories) are searched
 together; each round's expansions are one batched forward pass.
 
-Work sharing. :class:`RowBatch` keeps per-row KV caches; all histories of a group
-share the KV cache of their common prompt prefix (computed once), only branching
-trie nodes need logits, and those logits are computed for the allowed child tokens
-only, not the whole vocabulary.
+Work sharing. :class:`TokenTree` keeps one KV cache shaped as a tree: histories that
+share their first clusters share the KV cache of that prompt prefix (computed once),
+trie expansions feed only the tokens not cached yet, only branching trie nodes need
+logits, and those logits are computed for the allowed child tokens only, not the whole
+vocabulary. (:class:`RowBatch`, padded rows with per-row caches, serves fine-tuning
+and greedy generation.)
 """
 
 from __future__ import annotations
@@ -235,32 +237,120 @@ def extend(lm: LM, batch: RowBatch, tokens: Sequence[Sequence[int]]) -> tuple[Ro
     return RowBatch(cache, mask, batch.next_pos + torch.tensor(lengths, device=dev)), h_last
 
 
+class TokenTree:
+    """KV caches of ``n_trees`` sequences (one batch row each) whose positions form
+    trees: a position attends to its ancestors only (a 4-D attention mask) and its
+    position id is its depth, so every root-to-leaf path computes exactly what that
+    path would compute alone.
+
+    Shared prompt prefixes are stored once per tree, histories add only their own
+    segments, and trie expansions add only the tokens past what is already cached;
+    rows are padded only to the longest row of a flush, and cache rows are never
+    copied. Tokens are scheduled with :meth:`add` and run by :meth:`flush` (one forward
+    pass for all trees)."""
+
+    def __init__(self, lm: LM, n_trees: int):
+        self.lm = lm
+        self.n = n_trees
+        self.cache = None
+        self.vis: list[list[np.ndarray]] = [[] for _ in range(n_trees)]  # per position: what it attends to
+        self.pending: list[list[int]] = [[] for _ in range(n_trees)]
+        self.n_cached = 0  # positions per row so far (padding included)
+        self.hidden: torch.Tensor | None = None  # (n_trees, n_cached, d)
+        self.flushes = 0
+
+    def add(self, tree: int, parent: int | None, tokens: Sequence[int]) -> list[int]:
+        """Schedule ``tokens`` as a chain below position ``parent`` of ``tree`` (None: a
+        new root); returns their positions. ``parent`` may itself be pending."""
+        vis, pending = self.vis[tree], self.pending[tree]
+        cur = vis[parent] if parent is not None else np.empty(0, dtype=np.int64)
+        out = []
+        for tok in tokens:
+            pos = self.n_cached + len(pending)
+            cur = np.append(cur, pos)
+            vis.append(cur)
+            pending.append(int(tok))
+            out.append(pos)
+        return out
+
+    def flush(self) -> None:
+        q = max(len(p) for p in self.pending)
+        if q == 0:
+            return
+        start, kv, dev = self.n_cached, self.n_cached + q, self.lm.device
+        ids = torch.full((self.n, q), self.lm.pad_id, dtype=torch.long)
+        depth = torch.zeros((self.n, q), dtype=torch.long)
+        mask = torch.zeros((self.n, q, kv), dtype=torch.bool)
+        mask[:, torch.arange(q), start + torch.arange(q)] = True  # padding sees itself (no empty softmax)
+        for b in range(self.n):
+            pend = self.pending[b]
+            if not pend:
+                continue
+            vis = self.vis[b][len(self.vis[b]) - len(pend):]
+            ids[b, : len(pend)] = torch.tensor(pend)
+            depth[b, : len(pend)] = torch.tensor([len(v) - 1 for v in vis])
+            rows = torch.from_numpy(np.repeat(np.arange(len(pend)), [len(v) for v in vis]))
+            mask[b, rows, torch.from_numpy(np.concatenate(vis))] = True
+            self.lm.tokens_processed += len(pend)
+        # positions taken by padding keep the per-row coordinates aligned
+        for b in range(self.n):
+            for _ in range(q - len(self.pending[b])):
+                self.vis[b].append(np.array([len(self.vis[b])], dtype=np.int64))
+        hidden, self.cache = self.lm.run(ids.to(dev), mask[:, None].to(dev), depth.to(dev), self.cache or _new_cache(None))
+        self.hidden = hidden if self.hidden is None else torch.cat([self.hidden, hidden], dim=1)
+        self.n_cached = kv
+        self.pending = [[] for _ in range(self.n)]
+        self.flushes += 1
+
+
 @torch.inference_mode()
-def topm_for_group(
+def topm_prompts(
     lm: LM,
     trie: AnswerTrie,
-    prefix_ids: Sequence[int],
-    suffixes: Sequence[Sequence[int]],
+    prompts: Sequence[Sequence[Sequence[int]]],
     excluded: Sequence[frozenset[int]],
     m: int,
+    tree_rows: int = 40,
 ) -> list[list[tuple[int, float]]]:
-    """Top-m clusters for histories sharing ``prefix_ids``: the prefix's KV cache is
-    computed once, each history adds its own suffix (last cluster + prompt tail)."""
-    base = prefix_batch(lm, prefix_ids)
-    rows, root_hidden = extend(lm, expand(base, len(suffixes)), suffixes)
+    """Top-m clusters for each prompt, given as token segments (head, cluster 1, ...,
+    cluster K + tail). Prompts sharing all but their last segment go into the same
+    tree (at most ``tree_rows`` per tree), where they share that prefix's KV cache;
+    the trees run side by side as batch rows, and each best-first round is one
+    forward pass."""
+    groups: dict[tuple, list[int]] = {}
+    for i, segs in enumerate(prompts):
+        groups.setdefault(tuple(tuple(s) for s in segs[:-1]), []).append(i)
+    trees = [idx[s : s + tree_rows] for idx in groups.values() for s in range(0, len(idx), tree_rows)]
+    tree = TokenTree(lm, len(trees))
+    where: list[tuple[int, int]] = [(0, 0)] * len(prompts)  # prompt -> (tree, last prompt position)
+    for t, members in enumerate(trees):
+        seg_pos: dict[tuple, int] = {}
+        for i in members:
+            parent, key = None, ()
+            for seg in prompts[i]:
+                key = key + (tuple(seg),)
+                if key not in seg_pos:
+                    seg_pos[key] = tree.add(t, parent, seg)[-1]
+                parent = seg_pos[key]
+            where[i] = (t, parent)
+    tree.flush()
+    fed: list[dict[tuple[int, ...], int]] = [{(): p} for _, p in where]  # answer prefix -> position
     dev = lm.device
 
     def score(requests):
-        out: list[np.ndarray | None] = [None] * len(requests)
-        deep = [i for i, (_, path, _) in enumerate(requests) if path]
-        for i, (row, path, toks) in enumerate(requests):
-            if not path:
-                out[i] = lm.logits(root_hidden[row], torch.tensor(toks, device=dev)).cpu().numpy()
-        if deep:
-            sub, h = extend(lm, select(rows, [requests[i][0] for i in deep]), [requests[i][1] for i in deep])
-            for j, i in enumerate(deep):
-                out[i] = lm.logits(h[j], torch.tensor(requests[i][2], device=dev)).cpu().numpy()
-        return out
+        targets = []
+        for row, path, _ in requests:
+            t, known = where[row][0], fed[row]
+            cut = len(path)
+            while path[:cut] not in known:
+                cut -= 1
+            for i, p in enumerate(tree.add(t, known[path[:cut]], path[cut:]), start=cut + 1):
+                known[path[:i]] = p
+            targets.append((t, known[path]))
+        tree.flush()
+        idx = torch.tensor(targets, device=dev)
+        h = tree.hidden[idx[:, 0], idx[:, 1]]
+        return [lm.logits(h[i], torch.tensor(toks, device=dev)).cpu().numpy() for i, (_, _, toks) in enumerate(requests)]
 
     return best_first_topm(trie, excluded, m, score)
 

@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from models_ml import prompts
 from models_ml.llm import base as base_lm
 from models_ml.llm.decoding import LM, RowBatch, expand, greedy_answers, prefix_batch
 from models_ml.llm.pairs import infer_histories, popularity_lookup, recall_at
@@ -46,16 +47,16 @@ class AdapterError(RuntimeError):
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    steps: int = 160
+    steps: int = 150
     batch_histories: int = 16  # distinct histories per step, each with all its examples
     lr: float = 2e-3
     warmup_steps: int = 8
     lora_r: int = 16
     lora_alpha: int = 32
     adapt_layers: int = 8  # top decoder layers with LoRA; 0 = all
-    eval_every: int = 40
-    eval_histories: int = 128  # distinct eval histories for recall during training
-    eval_prompts: int = 48  # prompts for the unconstrained match rate
+    eval_every: int = 50
+    eval_histories: int = 64  # distinct eval histories for recall during training
+    eval_prompts: int = 32  # prompts for the unconstrained match rate
     top_m: int = 5
     seed: int = 42
     max_grad_norm: float = 1.0
@@ -132,7 +133,7 @@ def model_version(base_path: Path, level: int, k: int, train: pl.DataFrame, desc
     cfg_file = Path(base_path) / "config.json"
     if cfg_file.is_file():
         h.update(cfg_file.read_bytes())
-    h.update(json.dumps([level, k, sorted(descriptions.items()), asdict(cfg)]).encode())
+    h.update(json.dumps([level, k, sorted(descriptions.items()), asdict(cfg), asdict(prompts.PROMPT)]).encode())
     h.update(json.dumps(sorted(examples_from(train))).encode())
     return "llm-" + h.hexdigest()[:12]
 

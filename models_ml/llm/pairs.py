@@ -4,11 +4,10 @@ Every ordered history of K distinct clusters at the level (N x (N-1) for K = 2) 
 its top-m novel clusters (models_ml.llm.decoding: trie-constrained, history
 excluded, exact best-first search).
 
-Work sharing: histories are grouped by their first K-1 clusters; a group's prompt
-prefix (instruction + those clusters) is run once and its KV cache shared by the
-group's histories, which each add only their last cluster and the prompt tail.
-Sparse histories (evaluation samples) whose group is small are pooled under the
-instruction prefix alone.
+Work sharing: up to ``max_rows`` histories at a time go into one token tree
+(models_ml.llm.decoding.TokenTree): the instruction and each distinct leading run of
+clusters are run once and their KV cache shared, so at K = 2 a history adds only its
+last cluster and the prompt tail. Several shards are batched into one tree.
 
 Sharding and resume: shards are the histories with the same first cluster (K >= 2;
 the unit Dagster partitions or GPU workers would take), or fixed-size chunks (K = 1).
@@ -33,7 +32,7 @@ import polars as pl
 
 from models_ml import config
 from models_ml import warehouse as wh
-from models_ml.llm.decoding import LM, topm_for_group
+from models_ml.llm.decoding import LM, topm_prompts
 from models_ml.llm.tokens import ClusterSetError, PromptEncoder
 
 LOOKUP_SCHEMA = {
@@ -46,8 +45,8 @@ LOOKUP_SCHEMA = {
     "model_version": pl.String,
     "shard": pl.Int32,
 }
-MAX_ROWS = 64  # histories per forward pass (bounds memory; ~39 per group at K = 2, N = 40)
-MIN_GROUP = 4  # smaller groups are pooled under the instruction prefix
+MAX_ROWS = 160  # histories per forward pass (four K = 2 shards at N = 40)
+TREE_ROWS = 40  # histories per token tree (a batch row); bounds its dense attention mask
 
 
 def all_histories(cluster_ids: Iterable[int], k: int) -> list[tuple[int, ...]]:
@@ -63,39 +62,34 @@ def all_histories(cluster_ids: Iterable[int], k: int) -> list[tuple[int, ...]]:
 
 
 def infer_histories(
-    lm: LM, enc: PromptEncoder, histories: Sequence[Sequence[int]], m: int, max_rows: int = MAX_ROWS
+    lm: LM,
+    enc: PromptEncoder,
+    histories: Sequence[Sequence[int]],
+    m: int,
+    max_rows: int = MAX_ROWS,
+    tree_rows: int = TREE_ROWS,
 ) -> dict[tuple[int, ...], list[tuple[int, float]]]:
-    """{history: [(cluster_id, score), ...] best first} for any set of histories."""
-    hist = list(dict.fromkeys(tuple(int(c) for c in h) for h in histories))
+    """{history: [(cluster_id, score), ...] best first} for any set of histories:
+    ``max_rows`` histories per forward pass, at most ``tree_rows`` per token tree."""
+    hist = sorted(dict.fromkeys(tuple(int(c) for c in h) for h in histories))
     for h in hist:
         enc.check_history(h)
-    groups: dict[tuple[int, ...], list[tuple[int, ...]]] = defaultdict(list)
-    for h in hist:
-        groups[h[:-1]].append(h)
-    jobs: list[tuple[list[int], list[tuple[int, ...]], bool]] = []
-    pooled: list[tuple[int, ...]] = []
-    for prefix, members in groups.items():
-        if prefix and len(members) < MIN_GROUP:
-            pooled.extend(members)
-        else:
-            jobs.append((prefix, members, False))
-    if pooled:
-        jobs.append(((), pooled, True))
+    # Whole groups (same leading clusters) per batch, so trees are not split needlessly.
+    chunks: list[list[tuple[int, ...]]] = [[]]
+    for _, members in itertools.groupby(hist, key=lambda h: h[:-1]):
+        members = list(members)
+        for s in range(0, len(members), max_rows):
+            part = members[s : s + max_rows]
+            if chunks[-1] and len(chunks[-1]) + len(part) > max_rows:
+                chunks.append([])
+            chunks[-1].extend(part)
     out: dict[tuple[int, ...], list[tuple[int, float]]] = {}
-    for prefix, members, full in jobs:
-        if full:  # head only; each row carries all its history segments
-            prefix_ids = list(enc.head_ids)
-            suffix_of = lambda h: [t for seg in enc.history_segments(h) for t in seg]  # noqa: E731
-        else:
-            segs = enc.history_segments(members[0])
-            prefix_ids = list(enc.head_ids) + [t for seg in segs[:-1] for t in seg]
-            suffix_of = lambda h: enc.history_segments(h)[-1]  # noqa: E731
-        for start in range(0, len(members), max_rows):
-            chunk = members[start : start + max_rows]
-            res = topm_for_group(
-                lm, enc.trie, prefix_ids, [suffix_of(h) for h in chunk], [frozenset(h) for h in chunk], m
-            )
-            out.update(zip(chunk, res))
+    for chunk in chunks:
+        if not chunk:
+            continue
+        prompts = [[enc.head_ids, *enc.history_segments(h)] for h in chunk]
+        res = topm_prompts(lm, enc.trie, prompts, [frozenset(h) for h in chunk], m, tree_rows)
+        out.update(zip(chunk, res))
     return out
 
 
@@ -137,6 +131,7 @@ def run_all_pairs(
     work_dir: Path,
     progress: bool = True,
     on_shard: Callable[[int, pl.DataFrame], None] | None = None,
+    max_rows: int = MAX_ROWS,
 ) -> tuple[pl.DataFrame, dict]:
     """Every history's top-m, shard by shard, resuming from ``work_dir``.
     Returns the lookup rows and run statistics (shards computed vs resumed)."""
@@ -148,30 +143,52 @@ def run_all_pairs(
     frames: list[pl.DataFrame] = []
     stats = {"histories": len(histories), "shards": len(plan), "shards_resumed": 0, "shards_computed": 0}
     bar = tqdm(total=len(histories), desc=f"pair inference level {level} k {k}", disable=not progress, unit="hist")
+    todo: list[int] = []
     for shard, members in plan.items():
-        path = work_dir / f"shard_{shard:06d}.parquet"
-        if path.exists():
-            try:
-                df = pl.read_parquet(path)
-            except Exception:  # noqa: BLE001 - unreadable shard (disk trouble): recompute it
-                df = None
-            if df is not None and _shard_complete(df, members, m, len(enc.descriptions), k, model_version):
-                frames.append(df)
-                stats["shards_resumed"] += 1
-                bar.update(len(members))
-                continue
-        df = rows_frame(infer_histories(lm, enc, members, m), level, k, model_version, shard)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        df.write_parquet(tmp)
-        os.replace(tmp, path)
-        frames.append(df)
-        stats["shards_computed"] += 1
-        bar.update(len(members))
-        if on_shard is not None:
-            on_shard(shard, df)
+        path = _shard_path(work_dir, shard)
+        df = _read_shard(path)
+        if df is not None and _shard_complete(df, members, m, len(enc.descriptions), k, model_version):
+            frames.append(df)
+            stats["shards_resumed"] += 1
+            bar.update(len(members))
+        else:
+            todo.append(shard)
+    # Small shards are batched into one token tree (bigger matmuls), then written one by one.
+    batches: list[list[int]] = []
+    for shard in todo:
+        if batches and sum(len(plan[s]) for s in batches[-1]) + len(plan[shard]) <= max_rows:
+            batches[-1].append(shard)
+        else:
+            batches.append([shard])
+    for batch in batches:
+        results = infer_histories(lm, enc, [h for s in batch for h in plan[s]], m, max_rows)
+        for shard in batch:
+            df = rows_frame({h: results[h] for h in plan[shard]}, level, k, model_version, shard)
+            path = _shard_path(work_dir, shard)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            df.write_parquet(tmp)
+            os.replace(tmp, path)
+            frames.append(df)
+            stats["shards_computed"] += 1
+            bar.update(len(plan[shard]))
+            if on_shard is not None:
+                on_shard(shard, df)
     bar.close()
     out = pl.concat(frames).sort("history", "rank") if frames else pl.DataFrame(schema=LOOKUP_SCHEMA)
     return out, stats
+
+
+def _shard_path(work_dir: Path, shard: int) -> Path:
+    return work_dir / f"shard_{shard:06d}.parquet"
+
+
+def _read_shard(path: Path) -> pl.DataFrame | None:
+    if not path.exists():
+        return None
+    try:
+        return pl.read_parquet(path)
+    except Exception:  # noqa: BLE001 - an unreadable shard (crash, disk trouble) is recomputed
+        return None
 
 
 def _shard_complete(df: pl.DataFrame, members, m: int, n: int, k: int, version: str) -> bool:

@@ -104,7 +104,7 @@ class PromptEncoder:
 
     def __init__(self, tokenizer, descriptions: Mapping[int, str], fmt: prompts.PromptFormat | None = None):
         self.tokenizer = tokenizer
-        self.fmt = fmt or prompts.prompt_format(tokenizer)
+        self.fmt = fmt or prompts.PROMPT
         self.descriptions = dict(descriptions)
         self.eos_id = int(tokenizer.eos_token_id)
         self.head_ids = self._bos() + self._encode(self.fmt.head) if self.fmt.head else self._bos()
@@ -133,8 +133,7 @@ class PromptEncoder:
         if key not in self._item_cache:
             if cluster_id not in self.descriptions:
                 raise ClusterSetError(f"history names cluster {cluster_id}, which is not a cluster of this level")
-            seg = ("" if first else "\n") + "- " + self.descriptions[cluster_id] + (self.fmt.tail if last else "")
-            self._item_cache[key] = self._encode(seg)
+            self._item_cache[key] = self._encode(self.fmt.item(self.descriptions[cluster_id], first, last))
         return self._item_cache[key]
 
     def history_segments(self, history: Sequence[int]) -> list[list[int]]:
