@@ -514,8 +514,6 @@ def novel_interest_transitions_suite(p: Params, existing: frozenset[str] = froze
 
 
 def recommendations_suite(p: Params, existing: frozenset[str] = frozenset()) -> Suite:
-    from models_ml.ranking import POLICIES  # imported here: it pulls in torch
-
     t, ic, items = config.RECOMMENDATIONS, config.ITEM_CLUSTERS, config.RAW_ITEMS
     return _build(
         t,
@@ -530,7 +528,7 @@ def recommendations_suite(p: Params, existing: frozenset[str] = frozenset()) -> 
         },
         [
             *_not_null("policy", "user_id", "rank", "item_id", "cluster_id", "score"),
-            Check("policy_in_set", E.ExpectColumnValuesToBeInSet(column="policy", value_set=list(POLICIES))),
+            Check("policy_in_set", E.ExpectColumnValuesToBeInSet(column="policy", value_set=list(config.POLICIES))),
             Check("rank_in_range", E.ExpectColumnValuesToBeBetween(column="rank", min_value=1, max_value=p.slate_k)),
             Check(
                 "score_finite",

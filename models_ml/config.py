@@ -154,6 +154,10 @@ def llm_level() -> int:
 
 
 # ---- ranking (item level: sequence recommender, restricted top-k) ------------
+# Recommendation policies written to ml.recommendations (exploration_metrics groups by them).
+POLICIES = ("explore", "baseline", "popular")
+
+
 def slate_k() -> int:
     """Items per recommended slate (IE_SLATE_K, default 10)."""
     value = _int_env("IE_SLATE_K")

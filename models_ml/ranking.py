@@ -41,7 +41,7 @@ from models_ml import config, seqrec
 from models_ml import warehouse as wh
 from models_ml.seqrec import PAD, Catalog, UserSequences
 
-POLICIES = ("explore", "baseline", "popular")
+POLICIES = config.POLICIES
 NO_CLUSTER = -1  # item_cluster entry for PAD
 LOOKUP_SOURCE = "lookup"
 FALLBACK_SOURCE = "model_fallback"

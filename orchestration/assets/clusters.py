@@ -6,6 +6,7 @@ from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResul
 from models_ml import clustering, config
 from models_ml import warehouse as wh
 from orchestration.assets.ingestion import asset_key_path
+from orchestration.metadata import markdown_table
 from orchestration.resources import WarehouseResource
 
 
@@ -32,15 +33,10 @@ def interest_clusters(context: AssetExecutionContext, warehouse: WarehouseResour
             "rows": MetadataValue.int(result.clusters.height),
             "coarse_clusters": n_coarse,
             "fine_clusters": n_fine,
-            "descriptions": MetadataValue.md(_markdown(desc)),
+            "descriptions": MetadataValue.md(markdown_table(desc)),
         },
     )
     yield MaterializeResult(
         asset_key=asset_key_path(config.ITEM_CLUSTERS),
         metadata={"rows": MetadataValue.int(result.item_clusters.height)},
     )
-
-
-def _markdown(df) -> str:
-    head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
-    return head + "\n".join("| " + " | ".join(str(v) for v in row) + " |" for row in df.iter_rows())

@@ -12,6 +12,7 @@ from models_ml.llm import pipeline
 from models_ml.llm.pairs import write_lookup
 from orchestration.assets.ingestion import asset_key_path
 from orchestration.dbt import dbt_asset_group
+from orchestration.metadata import markdown_table
 from orchestration.resources import WarehouseResource
 
 GROUP = "llm"
@@ -67,7 +68,7 @@ def llm_finetune(context: AssetExecutionContext, warehouse: WarehouseResource) -
             "zero_shot_recall_at_5": MetadataValue.float(zero.recall_at_5),
             "popularity_recall_at_5": MetadataValue.float(result.baselines["popularity_recall_at_5"]),
             "train_seconds": MetadataValue.float(round(result.train_seconds, 1)),
-            "history": MetadataValue.md(_markdown(frame.drop("model_version", "level", "k"))),
+            "history": MetadataValue.md(markdown_table(frame.drop("model_version", "level", "k"))),
             "config": MetadataValue.json(result.config.__dict__),
         }
     )
@@ -109,9 +110,3 @@ def novel_interest_transitions(context: AssetExecutionContext, warehouse: Wareho
             "eval_transitions": MetadataValue.int(metrics["eval_transitions"]),
         }
     )
-
-
-def _markdown(df) -> str:
-    head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
-    return head + "\n".join("| " + " | ".join(fmt(v) for v in row) + " |" for row in df.iter_rows())

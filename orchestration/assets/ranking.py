@@ -9,6 +9,7 @@ from models_ml import config, ranking, seqrec
 from models_ml import warehouse as wh
 from orchestration.assets.ingestion import asset_key_path
 from orchestration.dbt import dbt_asset_group
+from orchestration.metadata import markdown_table
 from orchestration.resources import WarehouseResource
 
 GROUP = "ranking"
@@ -55,7 +56,7 @@ def ranker_evaluation(context: AssetExecutionContext, warehouse: WarehouseResour
             "model_version": result.model_version,
             "model_path": MetadataValue.path(str(path)),
             "config": MetadataValue.json(cfg.__dict__),
-            "evaluation": MetadataValue.md(_markdown(frame.select("model", "metric", "value", "n_users"))),
+            "evaluation": MetadataValue.md(markdown_table(frame.select("model", "metric", "value", "n_users"))),
         }
     )
 
@@ -102,11 +103,4 @@ def recommendations(context: AssetExecutionContext, warehouse: WarehouseResource
             "seconds": MetadataValue.float(round(seconds, 2)),
             "users_per_second": MetadataValue.float(round(stats.users / seconds, 1) if seconds else 0.0),
         }
-    )
-
-
-def _markdown(df) -> str:
-    head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
-    return head + "\n".join(
-        "| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |" for row in df.iter_rows()
     )
