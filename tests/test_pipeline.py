@@ -1,5 +1,8 @@
-"""The whole foundation graph, materialized by the real Dagster CLI on a small demo
-configuration, then checked table by table."""
+"""The whole asset graph (ingestion, clusters, dbt marts, the real pretrained LLM with a
+few LoRA steps, ranking, quality gates), materialized by the real Dagster CLI on a small
+demo configuration, checked table by table, then validated by
+`python -m expectations validate` (so `make test`, and CI, gate on the demo warehouse
+it builds)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from models_ml import config
 
 REPO = config.REPO_ROOT
 FOUNDATION = "group:ingestion or group:clusters or group:warehouse"
+FINE_CLUSTERS = 12
 
 
 def small_demo_env(tmp: Path) -> dict[str, str]:
@@ -27,11 +31,24 @@ def small_demo_env(tmp: Path) -> dict[str, str]:
         IE_DEMO_USERS="150",
         IE_DEMO_ITEMS="240",
         IE_DEMO_EVENTS="12000",
-        IE_FINE_CLUSTERS="12",
+        IE_FINE_CLUSTERS=str(FINE_CLUSTERS),
         IE_COARSE_CLUSTERS="4",
+        # The real SmolLM2 (converted once, shared cache) with a few LoRA steps: enough to
+        # run every stage, not to learn; the demo's figures come from `make demo`.
+        IE_BASE_MODEL=str(base_model_dir()),
+        IE_LLM_STEPS="4",
+        IE_LLM_BATCH="4",
+        IE_LLM_EVAL_EVERY="2",
+        IE_SEQREC_EPOCHS="2",
     )
     (tmp / "dagster_home").mkdir()
     return env
+
+
+def base_model_dir() -> Path:
+    from models_ml.llm import base
+
+    return base.convert_gguf()  # cached under the default models dir after the first run
 
 
 def materialize(env: dict[str, str], select: str) -> subprocess.CompletedProcess:
@@ -46,7 +63,7 @@ def materialize(env: dict[str, str], select: str) -> subprocess.CompletedProcess
 def demo_db(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("pipeline")
     env = small_demo_env(tmp)
-    proc = materialize(env, FOUNDATION)
+    proc = materialize(env, "*")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return Path(env["DUCKDB_DATABASE"])
 
@@ -118,3 +135,51 @@ def test_rematerializing_is_idempotent(demo_db, tmp_path):
     con = duckdb.connect(str(demo_db), read_only=True)
     assert {t: scalar(con, f"select count(*) from {t}") for t in before} == before
     assert scalar(con, f"select sum(hash(user_id, level, seq_pos, cluster_id)) from {config.USER_CLUSTER_SEQUENCES}") == checksum
+
+
+def test_lookup_covers_every_history_of_the_level(demo_db):
+    con = duckdb.connect(str(demo_db), read_only=True)
+    level, k, m = config.llm_level(), config.k(), config.llm_top_m()
+    n = scalar(con, f"select count(*) from {config.CLUSTERS} where level = {level}")
+    assert n == (FINE_CLUSTERS if level == config.FINE_LEVEL else 4)
+    t = config.NOVEL_INTEREST_TRANSITIONS
+    assert scalar(con, f"select count(distinct history) from {t} where level = {level} and k = {k}") == n * (n - 1)
+    assert scalar(con, f"select count(*) from {t} where level = {level} and k = {k}") == n * (n - 1) * m
+    # ranks 1..m per history, scores normalised and non-increasing, no history cluster returned
+    assert scalar(con, f"select count(*) from {t} where list_contains(history, next_cluster_id)") == 0
+    assert scalar(con, f"""select count(*) from (select history, list(rank order by rank) r from {t} group by 1)
+        where r <> range(1, {m + 1})""") == 0
+    assert scalar(con, f"select count(*) from {t} where score <= 0 or score > 1") == 0
+    assert scalar(con, f"""select count(*) from (select score, lag(score) over (partition by history order by rank) p
+        from {t}) where score > p + 1e-9""") == 0
+    # the SQL users' view names every cluster by its description
+    rows = con.execute(f"select * from {config.TRANSITION_LOOKUP} limit 5").fetchall()
+    assert len(rows) == 5
+    assert scalar(con, f"select count(*) from {config.TRANSITION_LOOKUP}") == n * (n - 1) * m
+    # fine-tuning history: zero-shot point at step 0, then every IE_LLM_EVAL_EVERY steps
+    assert [r[0] for r in con.execute(f"select step from {config.FINETUNE_HISTORY} order by step").fetchall()] == [0, 2, 4]
+
+
+def test_recommendations_and_exploration_metrics(demo_db):
+    con = duckdb.connect(str(demo_db), read_only=True)
+    r = config.RECOMMENDATIONS
+    users = scalar(con, f"select count(distinct user_id) from {config.STG_INTERACTIONS} where is_positive")
+    per_policy = dict(con.execute(f"select policy, count(distinct user_id) from {r} group by 1").fetchall())
+    assert set(per_policy) == set(config.POLICIES)
+    assert per_policy["baseline"] == per_policy["popular"] == users
+    # no consumed item is ever recommended
+    assert scalar(con, f"""select count(*) from {r} x join {config.STG_INTERACTIONS} i
+        on i.user_id = x.user_id and i.item_id = x.item_id""") == 0
+    metrics = {row[0] for row in con.execute(f"select distinct policy from {config.EXPLORATION_METRICS}").fetchall()}
+    assert metrics == set(config.POLICIES)
+
+
+def test_validator_passes_on_the_demo_warehouse(demo_db):
+    proc = subprocess.run(
+        [sys.executable, "-m", "expectations", "validate", "--db", str(demo_db)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    for table in (config.RAW_INTERACTIONS, config.RAW_ITEMS, config.CLUSTERS, config.ITEM_CLUSTERS,
+                  config.NOVEL_INTEREST_TRANSITIONS, config.RECOMMENDATIONS):
+        assert table in proc.stdout, table
