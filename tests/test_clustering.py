@@ -43,6 +43,13 @@ def test_tokenize_drops_stopwords_numbers_and_short_words():
     ]
 
 
+def test_movielens_template_words_are_not_terms():
+    # "Tags:" appears only in tagged movies' text, so it would otherwise be their most
+    # distinctive term; the template's own words never reach a description.
+    text = "Heat (1995). Genres: Action, Crime. Tags: (no genres listed), pacino"
+    assert clustering.tokenize(text) == ["heat", "action", "crime", "pacino"]
+
+
 THEMES = {
     "baking": ["sourdough bread baking", "baking croissants with butter", "bread oven baking tips",
                "sourdough starter and flour", "pastry baking basics", "whole wheat bread baking"],

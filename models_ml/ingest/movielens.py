@@ -22,6 +22,10 @@ import polars as pl
 from models_ml.ingest import validate as v
 
 TOP_TAGS = 5
+GENRES_LABEL, TAGS_LABEL = "Genres", "Tags"
+# Words the item-text template itself adds ("(no genres listed)" is MovieLens's own):
+# clustering ignores them, or "tags" becomes the most distinctive term of tagged movies.
+TEMPLATE_WORDS = frozenset({GENRES_LABEL.lower(), TAGS_LABEL.lower(), "listed"})
 NO_GENRES = "(no genres listed)"
 # ml-100k u.genre, used when the file is absent
 ML100K_GENRES = (
@@ -156,8 +160,8 @@ def _tags_text(tags: pl.DataFrame | None, file: str, raw_cols: list[str], item_c
 
 def _description(genres: pl.Expr, tags: pl.Expr) -> pl.Expr:
     """'Genres: a, b. Tags: x, y' from whatever is present (null when neither is)."""
-    g = pl.when(genres.is_not_null() & (genres != "")).then(pl.concat_str([pl.lit("Genres: "), genres]))
-    t = pl.when(tags.is_not_null() & (tags != "")).then(pl.concat_str([pl.lit("Tags: "), tags]))
+    g = pl.when(genres.is_not_null() & (genres != "")).then(pl.concat_str([pl.lit(f"{GENRES_LABEL}: "), genres]))
+    t = pl.when(tags.is_not_null() & (tags != "")).then(pl.concat_str([pl.lit(f"{TAGS_LABEL}: "), tags]))
     return pl.concat_str([g, t], separator=". ", ignore_nulls=True).replace("", None)
 
 
