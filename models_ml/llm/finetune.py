@@ -127,12 +127,18 @@ def lora_targets(model, adapt_layers: int) -> list[str]:
 
 
 def model_version(base_path: Path, level: int, k: int, train: pl.DataFrame, descriptions: dict, cfg: FinetuneConfig) -> str:
-    """Content hash of everything the adapter depends on."""
+    """Content hash of everything the adapter depends on. The base model counts by its
+    directory name, config and weight-file names and sizes, not by its location, so the
+    same data gives the same version in any checkout (hashing the weights would cost
+    seconds per gigabyte)."""
     h = hashlib.sha256()
-    h.update(str(Path(base_path).resolve()).encode())
-    cfg_file = Path(base_path) / "config.json"
+    base = Path(base_path)
+    h.update(base.resolve().name.encode())
+    cfg_file = base / "config.json"
     if cfg_file.is_file():
         h.update(cfg_file.read_bytes())
+    for f in sorted(base.glob("*.safetensors")) + sorted(base.glob("*.bin")):
+        h.update(f"{f.name}:{f.stat().st_size}".encode())
     h.update(json.dumps([level, k, sorted(descriptions.items()), asdict(cfg), asdict(prompts.PROMPT)]).encode())
     h.update(json.dumps(sorted(examples_from(train))).encode())
     return "llm-" + h.hexdigest()[:12]

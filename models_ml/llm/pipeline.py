@@ -60,9 +60,13 @@ def read_inputs(con: duckdb.DuckDBPyConnection, level: int, k: int) -> LlmInputs
     for table in (config.TRAINING_PAIRS, config.NOVEL_TRANSITION_EXAMPLES):
         if not wh.table_exists(con, table):
             raise LookupError(f"{table} does not exist; run the dbt assets first")
-    pairs_df = wh.query(con, f"select {cols} from {config.TRAINING_PAIRS} where level = ? and k = ?", [level, k])
+    # ordered: dbt's parallel build leaves row order arbitrary, and training batches and
+    # the eval sample follow row order; the same data must give the same model and figures
+    pairs_df = wh.query(
+        con, f"select {cols} from {config.TRAINING_PAIRS} where level = ? and k = ? order by all", [level, k]
+    )
     trans = wh.query(
-        con, f"select {cols} from {config.NOVEL_TRANSITION_EXAMPLES} where level = ? and k = ?", [level, k]
+        con, f"select {cols} from {config.NOVEL_TRANSITION_EXAMPLES} where level = ? and k = ? order by all", [level, k]
     )
     _check_ids(pairs_df, descriptions, config.TRAINING_PAIRS, level, k)
     _check_ids(trans, descriptions, config.NOVEL_TRANSITION_EXAMPLES, level, k)
