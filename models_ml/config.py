@@ -74,21 +74,22 @@ def source_path() -> Path | None:
     return Path(path).resolve() if path else None
 
 
+_MODELS_ROOT = (REPO_ROOT / "warehouse" / "models").resolve()
+
+
 def models_dir() -> Path:
     """Where this warehouse's trained models live (adapters, the sequence recommender):
     IE_MODELS_DIR, else warehouse/models/<database file stem>, so warehouses built from
     different data never serve each other's models (git-ignored)."""
     explicit = _env("IE_MODELS_DIR")
-    if explicit:
-        return Path(explicit).resolve()
-    return (REPO_ROOT / "warehouse" / "models" / database_path().stem).resolve()
+    return Path(explicit).resolve() if explicit else _MODELS_ROOT / database_path().stem
 
 
 def base_model_cache() -> Path:
     """Where base models converted once are cached: shared by every warehouse (they do
     not depend on the data); under IE_MODELS_DIR when it is set."""
     explicit = _env("IE_MODELS_DIR")
-    return Path(explicit).resolve() / "base" if explicit else (REPO_ROOT / "warehouse" / "models" / "base").resolve()
+    return (Path(explicit).resolve() if explicit else _MODELS_ROOT) / "base"
 
 
 def _int_env(name: str) -> int | None:

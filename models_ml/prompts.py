@@ -77,7 +77,3 @@ def clean(description: str) -> str:
     if not text:
         raise ValueError(f"empty cluster description {description!r}")
     return text
-
-
-def render_prompt(descriptions: Sequence[str]) -> str:
-    return PROMPT.render(descriptions)

@@ -41,7 +41,6 @@ from models_ml import config, seqrec
 from models_ml import warehouse as wh
 from models_ml.seqrec import PAD, Catalog, UserSequences
 
-POLICIES = config.POLICIES
 NO_CLUSTER = -1  # item_cluster entry for PAD
 LOOKUP_SOURCE = "lookup"
 FALLBACK_SOURCE = "model_fallback"
@@ -337,8 +336,8 @@ class GenerationStats:
     explore_from_lookup: int = 0
     explore_model_fallback: int = 0
     explore_no_novel_cluster: int = 0
-    short_slates: dict[str, int] = field(default_factory=lambda: {p: 0 for p in POLICIES})
-    rows: dict[str, int] = field(default_factory=lambda: {p: 0 for p in POLICIES})
+    short_slates: dict[str, int] = field(default_factory=lambda: {p: 0 for p in config.POLICIES})
+    rows: dict[str, int] = field(default_factory=lambda: {p: 0 for p in config.POLICIES})
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
@@ -384,14 +383,14 @@ def iter_recommendations(
     targets: dict[str, tuple[int, int, float]],
     k: int,
     chunk_users: int = 512,
-    policies: tuple[str, ...] = POLICIES,
+    policies: tuple[str, ...] = config.POLICIES,
     stats: GenerationStats | None = None,
     target_log: dict | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Yield recommendation rows chunk by chunk: memory is O(chunk_users x n_items)."""
-    unknown = set(policies) - set(POLICIES)
+    unknown = set(policies) - set(config.POLICIES)
     if unknown:
-        raise ValueError(f"unknown policies {sorted(unknown)}; expected a subset of {POLICIES}")
+        raise ValueError(f"unknown policies {sorted(unknown)}; expected a subset of {config.POLICIES}")
     stats = stats if stats is not None else GenerationStats()
     index = ClusterIndex.build(data.item_cluster)
     pop = popularity_key(data.popular_counts)
@@ -560,8 +559,8 @@ def recommend(
 ) -> Recommendation:
     """One user's slate through the same code as the bulk run (the model never sees
     other users here, the LLM never runs)."""
-    if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+    if policy not in config.POLICIES:
+        raise ValueError(f"policy must be one of {config.POLICIES}, got {policy!r}")
     k = config.slate_k() if k is None else k
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")

@@ -18,7 +18,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recommend", description=__doc__.split("\n\n")[0])
     p.add_argument("--user", required=True, help="user_id as in raw.interactions")
     p.add_argument("--k", type=int, default=None, help="slate size (default IE_SLATE_K or 10)")
-    p.add_argument("--policy", choices=ranking.POLICIES, default="explore")
+    p.add_argument("--policy", choices=config.POLICIES, default="explore")
     return p
 
 

@@ -48,7 +48,7 @@ def small_demo_env(tmp: Path) -> dict[str, str]:
 def base_model_dir() -> Path:
     from models_ml.llm import base
 
-    return base.convert_gguf()  # cached under the default models dir after the first run
+    return base.convert_gguf()  # converted once into the shared base-model cache
 
 
 def materialize(env: dict[str, str], select: str) -> subprocess.CompletedProcess:

@@ -123,7 +123,7 @@ def test_generation_stats(world):
     # explore: u1 (2 items), u4 and u6 (1 item) are short, plus u2 if its cluster was 4
     u2_short = slate(world["recs"], "explore", "u2").height < K
     assert st.short_slates["explore"] == 3 + int(u2_short)
-    assert st.rows == {p: world["recs"].filter(pl.col("policy") == p).height for p in ranking.POLICIES}
+    assert st.rows == {p: world["recs"].filter(pl.col("policy") == p).height for p in config.POLICIES}
 
 
 def test_chunk_size_does_not_change_the_result(world):
