@@ -177,17 +177,17 @@ def duckdb_in_process(db: Path, work: Path) -> dict:
     CPU seconds (all DuckDB threads) of the query alone, free of dbt's start-up noise that
     dominates a subprocess's CPU at small sizes."""
     compiled = work / "dbt_target" / "compiled" / "interest_explorer" / "models" / "marts"
-    out = {}
+    stages = {}
     with warehouse.connect(db) as con:
         for stage, model in STAGES.items():
             sql = (compiled / f"{model}.sql").read_text()
             t0, c0 = time.perf_counter(), _cpu()
             con.execute(f"create or replace table main.bench_scratch as {sql}")
-            out[stage] = {"wall_s": round(time.perf_counter() - t0, 2), "cpu_s": round(_cpu() - c0, 2)}
+            stages[stage] = {"wall_s": round(time.perf_counter() - t0, 2), "cpu_s": round(_cpu() - c0, 2)}
             con.execute("drop table main.bench_scratch")
-    out["total_wall_s"] = round(sum(v["wall_s"] for v in out.values()), 2)
-    out["total_cpu_s"] = round(sum(v["cpu_s"] for k, v in out.items() if k in STAGES), 2)
-    return out
+    return {**stages,
+            "total_wall_s": round(sum(v["wall_s"] for v in stages.values()), 2),
+            "total_cpu_s": round(sum(v["cpu_s"] for v in stages.values()), 2)}
 
 
 def dbt_counts(db: Path) -> dict:

@@ -75,18 +75,16 @@ def infer_histories(
     for h in hist:
         enc.check_history(h)
     # Whole groups (same leading clusters) per batch, so trees are not split needlessly.
-    chunks: list[list[tuple[int, ...]]] = [[]]
+    chunks: list[list[tuple[int, ...]]] = []
     for _, members in itertools.groupby(hist, key=lambda h: h[:-1]):
         members = list(members)
         for s in range(0, len(members), max_rows):
             part = members[s : s + max_rows]
-            if chunks[-1] and len(chunks[-1]) + len(part) > max_rows:
+            if not chunks or len(chunks[-1]) + len(part) > max_rows:
                 chunks.append([])
             chunks[-1].extend(part)
     out: dict[tuple[int, ...], list[tuple[int, float]]] = {}
     for chunk in chunks:
-        if not chunk:
-            continue
         prompts = [[enc.head_ids, *enc.history_segments(h)] for h in chunk]
         res = topm_prompts(lm, enc.trie, prompts, [frozenset(h) for h in chunk], m, tree_rows)
         out.update(zip(chunk, res))
