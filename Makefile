@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # Subprocesses (dbt, dagster dev) find the venv tools without activation.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install demo materialize summary test dev clean
+.PHONY: install manifest demo materialize summary test dev clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,19 +23,23 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The dbt manifest the Dagster definitions load (dagster dev also re-parses at start).
+manifest: install
+	$(VENV)/bin/dbt parse --quiet --project-dir dbt_project --profiles-dir dbt_project
+
 demo: install materialize summary
 
-materialize: install
+materialize: manifest
 	mkdir -p $(DAGSTER_HOME)
 	$(VENV)/bin/dagster asset materialize -m orchestration --select '*'
 
 summary: install
-	$(PY) -m orchestration.summary
+	$(PY) -m models_ml.cli.summary
 
 test: install
 	$(PY) -m pytest -q
 
-dev: install
+dev: manifest
 	mkdir -p $(DAGSTER_HOME)
 	$(VENV)/bin/dagster dev
 

@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--check", type=int, default=8, help="histories checked against exhaustive scoring")
     args = ap.parse_args()
     level = args.level or config.llm_level()
-    k = args.k or config.k()
+    k = args.k or config.history_len()
     m = args.m or config.llm_top_m()
 
     with wh.connect(args.db, read_only=True) as con:

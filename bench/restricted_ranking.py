@@ -1,5 +1,5 @@
 """Restricted top-k for every user: the chunked, vectorized product path
-(models_ml.ranking.restricted_topk over user chunks) against per-user loops timed in
+(models_ml.restrict.restricted_topk over user chunks) against per-user loops timed in
 the same run, with the peak memory of each.
 
 Task (per user): given the model's scores for every item (the SASRec output; the
@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models_ml import ranking, seqrec  # noqa: E402
+from models_ml.items import restrict, sequences  # noqa: E402
 
 TARGET_SPEEDUP = 20.0
 
@@ -43,13 +43,13 @@ def make_data(a):
     """Seeded synthetic world at the requested scale (demo scale by default)."""
     rng = np.random.default_rng(a.seed)
     n = a.items
-    item_cluster = np.concatenate([[ranking.NO_CLUSTER], rng.integers(0, a.clusters, n)])
+    item_cluster = np.concatenate([[restrict.NO_CLUSTER], rng.integers(0, a.clusters, n)])
     emb = rng.standard_normal((n + 1, a.dim)).astype(np.float32)
     states = rng.standard_normal((a.users, a.dim)).astype(np.float32)
     scores = torch.from_numpy(states) @ torch.from_numpy(emb).T  # the model's output
     lengths = rng.poisson(a.consumed, a.users).clip(1, n)
     rows = [rng.choice(np.arange(1, n + 1), size=m, replace=False) for m in lengths]
-    consumed = seqrec._csr(tuple(f"u{u}" for u in range(a.users)), rows)
+    consumed = sequences.from_rows(tuple(f"u{u}" for u in range(a.users)), rows)
     targets = rng.integers(0, a.clusters, a.users)
     return scores, item_cluster, consumed, targets
 
@@ -60,23 +60,23 @@ def rss_mb() -> float:
 
 def run_vectorized(a, data):
     scores, item_cluster, consumed, targets = data
-    index = ranking.ClusterIndex.build(item_cluster)
+    index = restrict.ClusterIndex.build(item_cluster)
     target_rows = index.rows_of(targets)
     out = []
     for lo in range(0, a.users, a.chunk):
         hi = min(lo + a.chunk, a.users)
         # cluster-first restriction reads the scores without writing them: no copy needed
-        out.append(ranking.restricted_topk(scores[lo:hi], a.k, consumed, np.arange(lo, hi), index,
+        out.append(restrict.restricted_topk(scores[lo:hi], a.k, consumed, np.arange(lo, hi), index,
                                            target_rows[lo:hi]))
     return out
 
 
 def run_loop_torch(a, data):
     scores, item_cluster, consumed, targets = data
-    index = ranking.ClusterIndex.build(item_cluster)
+    index = restrict.ClusterIndex.build(item_cluster)
     out = []
     for u in range(a.users):
-        out.append(ranking.restricted_topk(scores[u : u + 1], a.k, consumed, np.array([u]), index,
+        out.append(restrict.restricted_topk(scores[u : u + 1], a.k, consumed, np.array([u]), index,
                                            index.rows_of(targets[u : u + 1])))
     return out
 
@@ -102,7 +102,7 @@ def run_full_mask(a, data):
         hi = min(lo + a.chunk, a.users)
         s = scores[lo:hi].clone()
         s[:, 0] = float("-inf")
-        seqrec.mask_rows(s, consumed, np.arange(lo, hi))
+        sequences.mask_rows(s, consumed, np.arange(lo, hi))
         s.masked_fill_(ic[None, :] != t[lo:hi, None], float("-inf"))
         out.append(torch.topk(s, a.k, dim=1))
     return out

@@ -2,7 +2,8 @@
 
 Used by the Dagster asset checks (orchestration/assets/quality.py) and by
 ``python -m expectations validate``. Frames are read from DuckDB into pandas and
-validated with an ephemeral GE context and its pandas datasource (DESIGN section 7).
+validated with an ephemeral GE context and its pandas datasource: GE 1.x cannot
+validate DuckDB through its SQL datasource (every expectation fails).
 """
 
 from __future__ import annotations

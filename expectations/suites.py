@@ -1,8 +1,8 @@
-"""Great Expectations suites for the warehouse tables (DESIGN section 3).
+"""Great Expectations suites for the tables Python writes (dbt tests own the dbt marts).
 
 A suite validates one table through up to three kinds of frames, each a pandas
-DataFrame read from DuckDB (GE 1.24 cannot validate DuckDB through its SQL
-datasource, DESIGN section 7):
+DataFrame read from DuckDB (GE 1.x cannot validate DuckDB through its SQL
+datasource):
 
 - ``schema``: the table's columns and DuckDB types from information_schema,
 - ``table``: the table itself (column-level expectations: nulls, sets, ranges,
@@ -31,8 +31,6 @@ E = gx.expectations
 SCHEMA = "schema"
 TABLE = "table"
 
-SPLITS = ("train", "eval")
-
 # DuckDB type families accepted for a contract type: polars writes Int64/Int32 as
 # BIGINT/INTEGER and datetimes as TIMESTAMP or TIMESTAMP_NS, all of which satisfy
 # the contract's intent.
@@ -53,26 +51,26 @@ FINITE_MAX = sys.float_info.max  # between(-max, max) rejects +-inf; nulls/NaN f
 class Params:
     """The parameters suites depend on; defaults come from models_ml.config."""
 
-    k: int
+    history_len: int  # K
     llm_level: int
     positive_threshold: float
     max_per_label: int
     max_per_history: int
     top_m: int  # lookup-table ranks per history (at most)
-    slate_k: int  # recommendations per slate (at most)
+    slate_size: int  # recommendations per slate (at most)
     levels: tuple[int, ...] = config.LEVELS
 
     @classmethod
     def from_config(cls) -> Params:
         v = config.dbt_vars()
         return cls(
-            k=config.k(),
+            history_len=config.history_len(),
             llm_level=config.llm_level(),
             positive_threshold=float(v["positive_threshold"]),
             max_per_label=int(v["max_per_label"]),
             max_per_history=int(v["max_per_history"]),
             top_m=config.llm_top_m(),
-            slate_k=config.slate_k(),
+            slate_size=config.slate_size(),
         )
 
 
@@ -161,7 +159,7 @@ def _build(table, columns, checks, violations, table_sql=None) -> Suite:
     return Suite(table, columns, tuple(all_checks), queries, requires, table_sql)
 
 
-# ---- list helpers shared by training_pairs and the lookup table ----------------
+# ---- list helpers of the lookup table --------------------------------------------
 
 
 def _history_violations(table: str, p: Params, what: str) -> list:
@@ -200,6 +198,37 @@ def _history_violations(table: str, p: Params, what: str) -> list:
             """,
             f"history and next clusters exist in {c} at the row's level",
             (c,),
+        ),
+    ]
+
+
+# ---- rules shared by ranked tables (the lookup table, the slates) ----------------
+
+
+def _ranking_violations(table: str, group: str, ranks_description: str) -> list:
+    """Ranks of each ``group`` are 1..n, and a better rank never has a lower score."""
+    return [
+        _violation(
+            "ranks_contiguous_from_1",
+            f"""
+            select {group}, min(rank) as min_rank, max(rank) as max_rank, count(*) as n
+            from {table} group by {group}
+            having min(rank) <> 1 or max(rank) <> count(*)
+            """,
+            ranks_description,
+            (),
+        ),
+        _violation(
+            "score_non_increasing_with_rank",
+            f"""
+            with ordered as (
+                select *, lag(score) over (partition by {group} order by rank) as prev_score
+                from {table}
+            )
+            select * exclude (prev_score), prev_score from ordered where score > prev_score
+            """,
+            "a better rank never has a lower score",
+            (),
         ),
     ]
 
@@ -376,60 +405,6 @@ def item_clusters_suite(p: Params, existing: frozenset[str] = frozenset()) -> Su
     )
 
 
-def training_pairs_suite(p: Params, existing: frozenset[str] = frozenset()) -> Suite:
-    t = config.TRAINING_PAIRS
-    splits = ", ".join(f"'{s}'" for s in SPLITS)
-    return _build(
-        t,
-        {
-            "level": INT,
-            "k": INT,
-            "history": INT_LIST,
-            "next_cluster_id": INT,
-            "split": STR,
-            "user_id": STR,
-            "event_ts": TS,
-        },
-        [
-            *_not_null("level", "k", "history", "next_cluster_id", "split", "user_id", "event_ts"),
-            *_levels(p),
-            Check("k_positive", E.ExpectColumnValuesToBeBetween(column="k", min_value=1)),
-            Check("split_in_set", E.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS))),
-        ],
-        [
-            *_history_violations(t, p, "the next cluster"),
-            _violation(
-                "user_in_one_split",
-                f"""
-                select user_id, count(distinct split) as n_splits from {t}
-                where split in ({splits})
-                group by user_id having count(distinct split) > 1
-                """,
-                "train/eval is split by user",
-                (),
-            ),
-            _violation(
-                "label_cap",
-                f"""
-                select level, k, split, next_cluster_id, count(*) as n from {t}
-                group by level, k, split, next_cluster_id having count(*) > {p.max_per_label}
-                """,
-                f"at most max_per_label={p.max_per_label} examples per next cluster (per level, k, split)",
-                (),
-            ),
-            _violation(
-                "history_cap",
-                f"""
-                select level, k, split, history, count(*) as n from {t}
-                group by level, k, split, history having count(*) > {p.max_per_history}
-                """,
-                f"at most max_per_history={p.max_per_history} examples per history (per level, k, split)",
-                (),
-            ),
-        ],
-    )
-
-
 def novel_interest_transitions_suite(p: Params, existing: frozenset[str] = frozenset()) -> Suite:
     t, c = config.NOVEL_INTEREST_TRANSITIONS, config.CLUSTERS
     return _build(
@@ -462,28 +437,7 @@ def novel_interest_transitions_suite(p: Params, existing: frozenset[str] = froze
         ],
         [
             *_history_violations(t, p, "returned as its own novel interest"),
-            _violation(
-                "ranks_contiguous_from_1",
-                f"""
-                select level, k, history, min(rank) as min_rank, max(rank) as max_rank, count(*) as n
-                from {t} group by level, k, history
-                having min(rank) <> 1 or max(rank) <> count(*)
-                """,
-                "ranks of each history are 1..m",
-                (),
-            ),
-            _violation(
-                "score_non_increasing_with_rank",
-                f"""
-                with ordered as (
-                    select *, lag(score) over (partition by level, k, history order by rank) as prev_score
-                    from {t}
-                )
-                select * exclude (prev_score), prev_score from ordered where score > prev_score
-                """,
-                "a better rank never has a lower score",
-                (),
-            ),
+            *_ranking_violations(t, "level, k, history", "ranks of each history are 1..m"),
             _violation(
                 "every_history_covered",
                 f"""
@@ -495,17 +449,17 @@ def novel_interest_transitions_suite(p: Params, existing: frozenset[str] = froze
                     select list_append(h.history, lc.cluster_id), h.depth + 1
                     from histories as h
                     join level_clusters as lc on not list_contains(h.history, lc.cluster_id)
-                    where h.depth < {p.k}
+                    where h.depth < {p.history_len}
                 ), covered as (
                     select distinct cast(history as bigint[]) as history from {t}
-                    where level = {p.llm_level} and k = {p.k}
+                    where level = {p.llm_level} and k = {p.history_len}
                 )
-                select {p.llm_level} as level, {p.k} as k, h.history from histories as h
-                where h.depth = {p.k}
+                select {p.llm_level} as level, {p.history_len} as k, h.history from histories as h
+                where h.depth = {p.history_len}
                   and not exists (select 1 from covered where covered.history = h.history)
                 order by h.history
                 """,
-                f"every ordered history of k={p.k} distinct level-{p.llm_level} clusters has a row",
+                f"every ordered history of k={p.history_len} distinct level-{p.llm_level} clusters has a row",
                 (c,),
             ),
         ],
@@ -529,7 +483,7 @@ def recommendations_suite(p: Params, existing: frozenset[str] = frozenset()) -> 
         [
             *_not_null("policy", "user_id", "rank", "item_id", "cluster_id", "score"),
             Check("policy_in_set", E.ExpectColumnValuesToBeInSet(column="policy", value_set=list(config.POLICIES))),
-            Check("rank_in_range", E.ExpectColumnValuesToBeBetween(column="rank", min_value=1, max_value=p.slate_k)),
+            Check("rank_in_range", E.ExpectColumnValuesToBeBetween(column="rank", min_value=1, max_value=p.slate_size)),
             Check(
                 "score_finite",
                 E.ExpectColumnValuesToBeBetween(column="score", min_value=-FINITE_MAX, max_value=FINITE_MAX),
@@ -550,28 +504,7 @@ def recommendations_suite(p: Params, existing: frozenset[str] = frozenset()) -> 
             ),
         ],
         [
-            _violation(
-                "ranks_contiguous_from_1",
-                f"""
-                select policy, user_id, min(rank) as min_rank, max(rank) as max_rank, count(*) as n
-                from {t} group by policy, user_id
-                having min(rank) <> 1 or max(rank) <> count(*)
-                """,
-                "ranks of each slate are 1..k",
-                (),
-            ),
-            _violation(
-                "score_non_increasing_with_rank",
-                f"""
-                with ordered as (
-                    select *, lag(score) over (partition by policy, user_id order by rank) as prev_score
-                    from {t}
-                )
-                select * exclude (prev_score), prev_score from ordered where score > prev_score
-                """,
-                "a better rank never has a lower score",
-                (),
-            ),
+            *_ranking_violations(t, "policy, user_id", "ranks of each slate are 1..k"),
             _violation(
                 "item_exists",
                 f"select r.* from {t} as r where not exists (select 1 from {items} as i where i.item_id = r.item_id)",
@@ -645,7 +578,6 @@ SUITE_BUILDERS = {
     config.RAW_ITEMS: items_suite,
     config.CLUSTERS: clusters_suite,
     config.ITEM_CLUSTERS: item_clusters_suite,
-    config.TRAINING_PAIRS: training_pairs_suite,
     config.NOVEL_INTEREST_TRANSITIONS: novel_interest_transitions_suite,
     config.RECOMMENDATIONS: recommendations_suite,
 }
@@ -661,7 +593,7 @@ def build_suite(table: str, params: Params | None = None, existing: frozenset[st
 
 
 def resolve_table(name: str) -> str:
-    """Accept 'ml.clusters', 'clusters' or 'main.training_pairs' / 'training_pairs'."""
+    """Accept 'ml.clusters' or 'clusters'."""
     if name in SUITE_BUILDERS:
         return name
     matches = [t for t in SUITE_BUILDERS if t.rpartition(".")[2] == name]

@@ -11,7 +11,6 @@ the orchestration layer, so dbt and Python always agree.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 
-# ---- tables (the public interface; DESIGN section 3) -------------------------
+# ---- tables (the public interface that users query; README "The warehouse") ----
 RAW_SCHEMA = "raw"
 ML_SCHEMA = "ml"
 MARTS_SCHEMA = "main"
@@ -92,14 +91,30 @@ def base_model_cache() -> Path:
     return (Path(explicit).resolve() if explicit else _MODELS_ROOT) / "base"
 
 
-def _int_env(name: str) -> int | None:
+def env_int(name: str, default: int | None = None, minimum: int | None = None) -> int | None:
+    """The one parser of integer environment variables: unset or empty gives
+    ``default``; anything else must be an integer of at least ``minimum``."""
     value = _env(name)
     if value is None:
-        return None
+        return default
     try:
-        return int(value)
+        out = int(value)
     except ValueError as exc:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from exc
+    if minimum is not None and out < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {out}")
+    return out
+
+
+def _env_cast(name: str, cast):
+    """An environment variable cast to ``cast`` (None when unset)."""
+    raw = _env(name)
+    if raw is None:
+        return None
+    try:
+        return cast(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} is not a valid {cast.__name__}") from exc
 
 
 def cluster_sizes(n_items: int) -> tuple[int, int]:
@@ -108,8 +123,8 @@ def cluster_sizes(n_items: int) -> tuple[int, int]:
     Defaults keep fine clusters at ~50 items (at most 40 at the LLM level, which
     bounds the N x (N-1) pair inference) and coarse at ~5 fine clusters each.
     """
-    fine = _int_env("IE_FINE_CLUSTERS") or max(2, min(40, n_items // 50))
-    coarse = _int_env("IE_COARSE_CLUSTERS") or max(2, min(12, fine // 5))
+    fine = env_int("IE_FINE_CLUSTERS") or max(2, min(40, n_items // 50))
+    coarse = env_int("IE_COARSE_CLUSTERS") or max(2, min(12, fine // 5))
     if coarse >= fine:
         raise ValueError(f"coarse cluster count ({coarse}) must be smaller than fine ({fine})")
     return coarse, fine
@@ -139,12 +154,9 @@ def dbt_vars() -> dict:
     """dbt_project.yml vars with environment overrides applied."""
     out = dict(_dbt_project_vars())
     for var, (env_name, cast) in _VAR_ENV.items():
-        raw = _env(env_name)
-        if raw is not None:
-            try:
-                out[var] = cast(raw)
-            except ValueError as exc:
-                raise ValueError(f"environment variable {env_name}={raw!r} is not a valid {cast.__name__}") from exc
+        value = _env_cast(env_name, cast)
+        if value is not None:
+            out[var] = value
     if out.get("novelty_mode") not in ("strict", "local"):
         raise ValueError(f"novelty_mode must be 'strict' or 'local', got {out.get('novelty_mode')!r}")
     if int(out["k"]) < 1:
@@ -152,12 +164,9 @@ def dbt_vars() -> dict:
     return out
 
 
-def dbt_vars_json() -> str:
-    return json.dumps(dbt_vars())
-
-
-def k() -> int:
-    """History length K (paper: 2)."""
+def history_len() -> int:
+    """History length K: the user's last K distinct clusters the LLM reads (paper: 2).
+    The dbt var and the table column are called ``k``."""
     return int(dbt_vars()["k"])
 
 
@@ -171,13 +180,11 @@ def llm_level() -> int:
 POLICIES = ("explore", "baseline", "popular")
 
 
-def slate_k() -> int:
-    """Items per recommended slate (IE_SLATE_K, default 10)."""
-    value = _int_env("IE_SLATE_K")
-    value = 10 if value is None else value
-    if value < 1:
-        raise ValueError(f"IE_SLATE_K must be >= 1, got {value}")
-    return value
+def slate_size() -> int:
+    """Items per recommended slate (IE_SLATE_SIZE, default 10; IE_SLATE_K is read as an
+    alias for older set-ups)."""
+    name = "IE_SLATE_SIZE" if _env("IE_SLATE_SIZE") is not None else "IE_SLATE_K"
+    return env_int(name, 10, minimum=1)
 
 
 def ranker_dir() -> Path:
@@ -196,22 +203,18 @@ def seqrec_overrides() -> dict:
         ("n_negatives", "IE_SEQREC_NEGATIVES", int),
         ("threads", "IE_SEQREC_THREADS", int),
     ):
-        raw = _env(env_name)
-        if raw is not None:
-            try:
-                out[field_name] = cast(raw)
-            except ValueError as exc:
-                raise ValueError(f"environment variable {env_name}={raw!r} is not a valid {cast.__name__}") from exc
+        value = _env_cast(env_name, cast)
+        if value is not None:
+            out[field_name] = value
     return out
+
+
+RANKING_CHUNK_USERS = 512
 
 
 def ranking_chunk_users() -> int:
     """Users per chunk when ranking everyone (bounds memory at chunk x catalog floats)."""
-    value = _int_env("IE_RANK_CHUNK_USERS")
-    value = 512 if value is None else value
-    if value < 1:
-        raise ValueError(f"IE_RANK_CHUNK_USERS must be >= 1, got {value}")
-    return value
+    return env_int("IE_RANK_CHUNK_USERS", RANKING_CHUNK_USERS, minimum=1)
 
 
 # ---- LLM (novel-interest model: fine-tuning, pair inference, serving) ------------
@@ -223,32 +226,24 @@ def base_model() -> Path | None:
     return Path(path).expanduser().resolve() if path else None
 
 
-def _positive_int_env(name: str, default: int) -> int:
-    value = _int_env(name)
-    value = default if value is None else value
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
 def llm_top_m() -> int:
     """IE_LLM_TOP_M: novel clusters per history in the lookup table (default 5)."""
-    return _positive_int_env("IE_LLM_TOP_M", 5)
+    return env_int("IE_LLM_TOP_M", 5, minimum=1)
 
 
 def llm_finetune_steps() -> int:
     """IE_LLM_STEPS: LoRA optimiser steps (default sized for the 2-core CPU demo)."""
-    return _positive_int_env("IE_LLM_STEPS", 150)
+    return env_int("IE_LLM_STEPS", 150, minimum=1)
 
 
 def llm_batch_size() -> int:
     """IE_LLM_BATCH: fine-tuning examples per step."""
-    return _positive_int_env("IE_LLM_BATCH", 16)
+    return env_int("IE_LLM_BATCH", 16, minimum=1)
 
 
 def llm_eval_every() -> int:
     """IE_LLM_EVAL_EVERY: steps between recorded evaluations (loss, match rate, recall)."""
-    return _positive_int_env("IE_LLM_EVAL_EVERY", 50)
+    return env_int("IE_LLM_EVAL_EVERY", 50, minimum=1)
 
 
 def llm_model_version() -> str | None:

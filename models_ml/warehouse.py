@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -122,6 +122,38 @@ def staged_table(con: duckdb.DuckDBPyConnection, table: str) -> Iterator[str]:
     except BaseException:
         con.execute("rollback")
         raise
+
+
+def replace_partition(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    frame: pl.DataFrame,
+    by: Sequence[str],
+    chunk_rows: int = 50_000,
+    on_chunk: Callable[[int], None] | None = None,
+) -> int:
+    """Replace the rows of ``table`` whose ``by`` values occur in ``frame`` with ``frame``,
+    keeping every other row, atomically (one staged swap). Old rows keep the columns
+    ``frame`` shares with them; an old table without the ``by`` columns is replaced
+    whole. ``frame`` is staged ``chunk_rows`` at a time (``on_chunk(i)`` after each).
+    Returns the rows written from ``frame``."""
+    keep_old = table_exists(con, table)
+    with staged_table(con, table) as stage:
+        for i, start in enumerate(range(0, max(frame.height, 1), chunk_rows)):
+            append_to_stage(con, stage, frame.slice(start, chunk_rows), create=i == 0)
+            if on_chunk is not None:
+                on_chunk(i)
+        if keep_old:
+            schema, name = _split(table)
+            old_cols = set(query(con, f'select * from "{schema}"."{name}" limit 0').columns)
+            if set(by) <= old_cols:
+                cols = ", ".join(f'"{c}"' for c in frame.columns if c in old_cols)
+                same = " and ".join(f'new."{c}" is not distinct from old."{c}"' for c in by)
+                con.execute(
+                    f'insert into {stage} ({cols}) select {cols} from "{schema}"."{name}" as old '
+                    f"where not exists (select 1 from {stage} as new where {same})"
+                )
+    return frame.height
 
 
 def append_to_stage(con: duckdb.DuckDBPyConnection, stage: str, df: pl.DataFrame, create: bool = False) -> None:

@@ -1,13 +1,17 @@
-"""dagster-dbt wiring: the dbt project, its CLI resource and a factory for dbt asset
-groups. Foundation marts form the `warehouse` group; marts that read Python outputs
-(transition_lookup, exploration_metrics) are separate ops in their own groups, so the
-graph ingestion -> dbt -> Python -> dbt has no cycle inside one op."""
+"""dagster-dbt wiring: the dbt project (built once), its CLI resource and a factory for
+dbt asset groups. Foundation marts form the `warehouse` group; marts that read Python
+outputs (transition_lookup, exploration_metrics) are separate ops in their own groups,
+so the graph ingestion -> dbt -> Python -> dbt has no cycle inside one op.
 
+The manifest is parsed by `make manifest` (every Makefile target that loads the
+definitions runs it first) and, under `dagster dev`, again at start-up by
+``prepare_if_dev()``, so edits to the dbt project show without a deploy step.
+"""
 
-import os
+import json
 import sys
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Optional
 
 from dagster import AssetExecutionContext, AssetsDefinition
@@ -15,24 +19,16 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 
 from models_ml import config
 
-# The dbt next to this interpreter: the venv need not be activated or on PATH.
+# The dbt next to this interpreter: the venv need not be activated to run dbt.
 DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
 
 dbt_project = DbtProject(project_dir=config.DBT_PROJECT_DIR, profiles_dir=config.DBT_PROJECT_DIR)
-
-
-def prepare_manifest() -> None:
-    """`dbt parse` into the project's target dir with DBT_EXECUTABLE (dagster-dbt's own
-    preparer looks for `dbt` on PATH, absent on a clean CI clone)."""
-    DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE).cli(
-        ["parse", "--quiet"], target_path=dbt_project.target_path
-    ).wait()
-
-
-# `dagster dev` re-parses on start; the CLI and tests need a manifest too, so parse once
-# when it is missing rather than relying on a deploy step.
-if os.environ.get("DAGSTER_IS_DEV_CLI") or not dbt_project.manifest_path.exists():
-    prepare_manifest()
+dbt_project.prepare_if_dev()
+if not dbt_project.manifest_path.exists():
+    raise FileNotFoundError(
+        f"{dbt_project.manifest_path} is missing: run `make manifest` (dbt parse) before loading the "
+        "Dagster definitions"
+    )
 
 
 class _GroupTranslator(DagsterDbtTranslator):
@@ -50,6 +46,12 @@ def dbt_cli_resource() -> DbtCliResource:
     )
 
 
+def dbt_build_vars() -> str:
+    """The vars of every dbt run: the effective set-based parameters (models_ml.config,
+    environment overrides applied) and the warehouse file, so dbt and Python agree."""
+    return json.dumps({**config.dbt_vars(), "duckdb_database": str(config.database_path())})
+
+
 def dbt_asset_group(name: str, group: str, select: str, exclude: str = "") -> AssetsDefinition:
     """dbt models matching ``select`` as one subsettable multi-asset in ``group``."""
 
@@ -62,8 +64,6 @@ def dbt_asset_group(name: str, group: str, select: str, exclude: str = "") -> As
         dagster_dbt_translator=_GroupTranslator(group),
     )
     def _assets(context: AssetExecutionContext, dbt: DbtCliResource):
-        # DUCKDB_DATABASE and vars come from models_ml.config so dbt and Python agree.
-        os.environ["DUCKDB_DATABASE"] = str(config.database_path())
-        yield from dbt.cli(["build", "--vars", config.dbt_vars_json()], context=context).stream()
+        yield from dbt.cli(["build", "--vars", dbt_build_vars()], context=context).stream()
 
     return _assets

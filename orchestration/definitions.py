@@ -14,7 +14,6 @@ from orchestration.assets import clusters, ingestion, llm, quality, ranking, war
 from orchestration.dbt import dbt_cli_resource
 from orchestration.resources import default_warehouse
 
-# Later capabilities (llm, ranking, quality) append their module here.
 ASSET_MODULES = [ingestion, clusters, warehouse_dbt, llm, quality, ranking]
 
 all_assets_job = define_asset_job("all_assets", selection="*")

@@ -21,7 +21,7 @@ from models_ml import config
 from models_ml import warehouse as wh
 
 PARAMS = Params(
-    k=2, llm_level=2, positive_threshold=4.0, max_per_label=2, max_per_history=2, top_m=2, slate_k=2, levels=(1, 2)
+    history_len=2, llm_level=2, positive_threshold=4.0, max_per_label=2, max_per_history=2, top_m=2, slate_size=2, levels=(1, 2)
 )
 
 T0 = dt.datetime(2024, 1, 1)

@@ -20,6 +20,7 @@ Lookup (level 2, K 2): [1, 2] -> 3 (.6), 4 (.3); [2, 1] -> 4 (.7), 3 (.2);
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -107,7 +108,7 @@ def run_dbt(path: Path, tmp: Path, args: list[str]) -> None:
         [str(Path(sys.executable).with_name("dbt")), *args,
          "--project-dir", str(config.DBT_PROJECT_DIR), "--profiles-dir", str(config.DBT_PROJECT_DIR),
          "--target-path", str(tmp / "dbt_target"), "--log-path", str(tmp / "dbt_logs"),
-         "--vars", config.dbt_vars_json()],
+         "--vars", json.dumps(config.dbt_vars())],
         env=env, capture_output=True, text=True, timeout=600,
     )
     if proc.returncode != 0:

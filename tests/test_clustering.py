@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from models_ml import clustering, config
+from models_ml import clusters, config
 
 
 def test_descriptions_pick_distinctive_terms():
@@ -17,7 +17,7 @@ def test_descriptions_pick_distinctive_terms():
     # c1: jazz 2/2*ln(1+2/2)=0.693, guitar 0.549, apple 1/2*ln(1+2/3)=0.255 -> "jazz, guitar"
     labels = np.array([0, 0, 1, 1])
     tokens = [["apple", "pie"], ["apple", "tart"], ["apple", "jazz"], ["jazz", "guitar"]]
-    assert clustering.describe_clusters(labels, tokens) == {0: "pie, tart", 1: "jazz, guitar"}
+    assert clusters.describe_clusters(labels, tokens) == {0: "pie, tart", 1: "jazz, guitar"}
 
 
 def test_descriptions_are_made_unique():
@@ -27,15 +27,15 @@ def test_descriptions_are_made_unique():
     # clusters start as "alpha, beta"; the collision adds the third term.
     labels = np.array([0] * 6 + [1] * 6)
     tokens = [["alpha", "beta", "gamma"]] + [["alpha", "beta"]] * 5 + [["alpha", "beta", "delta"]] + [["alpha", "beta"]] * 5
-    desc = clustering.describe_clusters(labels, tokens)
+    desc = clusters.describe_clusters(labels, tokens)
     assert desc == {0: "alpha, beta, gamma", 1: "alpha, beta, delta"}
     # Identical token sets cannot be told apart by terms: the id keeps them unique.
-    same = clustering.describe_clusters(np.array([0, 1]), [["alpha", "beta"], ["alpha", "beta"]])
+    same = clusters.describe_clusters(np.array([0, 1]), [["alpha", "beta"], ["alpha", "beta"]])
     assert len(set(same.values())) == 2 and same[0].endswith("#0") and same[1].endswith("#1")
 
 
 def test_tokenize_drops_stopwords_numbers_and_short_words():
-    assert clustering.tokenize("The Toy Story (1995) of a sci-fi robot, and IMAX") == [
+    assert clusters.tokenize("The Toy Story (1995) of a sci-fi robot, and IMAX") == [
         "toy",
         "sci-fi",
         "robot",
@@ -47,7 +47,7 @@ def test_movielens_template_words_are_not_terms():
     # "Tags:" appears only in tagged movies' text, so it would otherwise be their most
     # distinctive term; the template's own words never reach a description.
     text = "Heat (1995). Genres: Action, Crime. Tags: (no genres listed), pacino"
-    assert clustering.tokenize(text) == ["heat", "action", "crime", "pacino"]
+    assert clusters.tokenize(text) == ["heat", "action", "crime", "pacino"]
 
 
 THEMES = {
@@ -70,7 +70,7 @@ def small_catalog() -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def clustered(small_catalog):
-    return clustering.build_clusters(small_catalog, n_coarse=2, n_fine=4, seed=0)
+    return clusters.build_clusters(small_catalog, n_coarse=2, n_fine=4, seed=0)
 
 
 def test_every_item_assigned_once_at_every_level(clustered, small_catalog):
@@ -114,10 +114,10 @@ def test_descriptions_unique_within_level_and_fine_clusters_recover_themes(clust
 def test_bad_input_is_named():
     items = pl.DataFrame({"item_id": ["a", "b", "c"], "text": ["x", "", "z"]})
     with pytest.raises(ValueError, match="raw.items has 1 items without text"):
-        clustering.build_clusters(items, 1, 2, embeddings=np.eye(3, dtype=np.float32))
+        clusters.build_clusters(items, 1, 2, embeddings=np.eye(3, dtype=np.float32))
     with pytest.raises(ValueError, match="fewer than the 5 fine clusters"):
-        clustering.build_clusters(items, 1, 5, embeddings=np.eye(3, dtype=np.float32))
+        clusters.build_clusters(items, 1, 5, embeddings=np.eye(3, dtype=np.float32))
     with pytest.raises(ValueError, match="coarse"):
-        clustering.build_clusters(items, 2, 2, embeddings=np.eye(3, dtype=np.float32))
+        clusters.build_clusters(items, 2, 2, embeddings=np.eye(3, dtype=np.float32))
     with pytest.raises(ValueError, match="no column 'text'"):
-        clustering.build_clusters(items.drop("text"), 1, 2)
+        clusters.build_clusters(items.drop("text"), 1, 2)

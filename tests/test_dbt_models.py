@@ -217,21 +217,21 @@ def _sample_key_sql() -> str:
     return f"hash(user_id, level, k, seq_pos, {BASE_VARS['seed']}) / 18446744073709551616.0"
 
 
-def test_bad_input_stops_the_build(tmp_path):
-    """An event on an unknown item and an item without a fine cluster fail named data
-    tests, and the marts are not built on top of them."""
-    items = ITEMS + [("y", "title y", "text y")]
-    interactions = INTERACTIONS + [("u4", "zz", day(0), 5.0), ("u4", "y", day(1), 5.0)]
-    item_clusters = ITEM_CLUSTERS + [("y", 1, 1)]  # no level-2 cluster for y
-    db = fixture_db(tmp_path / "bad.duckdb", interactions=interactions, items=items, item_clusters=item_clusters)
+def test_examples_naming_unknown_clusters_stop_the_build(tmp_path):
+    """Item d assigned to a fine cluster (99) that ml.clusters lacks: the sequences and
+    the examples mined through it (u1: [10, 99] -> 11, [99, 11] -> 13) fail the marts' own
+    tests (clusters must exist at the row's level). (The raw and cluster
+    tables themselves are gated by their Great Expectations suites.)"""
+    item_clusters = [(i, lv, 99 if (lv, i) == (2, "d") else c) for i, lv, c in ITEM_CLUSTERS]
+    db = fixture_db(tmp_path / "bad.duckdb", item_clusters=item_clusters)
     result = run_dbt(["build", *FOUNDATION, "--exclude", "test_type:unit"], db, tmp_path, vars=BASE_VARS)
     assert not result.ok
     failed = set(result.failures())
-    assert any("relationships_stg_interactions_item_id" in f for f in failed), failed
-    assert any(f.endswith("assert_every_item_clustered_at_every_level") for f in failed), failed
-    assert result.status("user_cluster_sequences") == "skipped"
-    # the failing rows are named in dbt's output
-    assert "relationships_stg_interactions_item_id" in result.output
+    assert any("list_values_exist_novel_transition_examples_history" in f for f in failed), failed
+    assert any("composite_relationships_user_cluster_sequences" in f for f in failed), failed
+    # the build fails (so does the Dagster dbt step, and nothing downstream runs), and
+    # dbt's output names the failing test
+    assert "list_values_exist_novel_transition_examples_history" in result.output
 
 
 def test_bad_novelty_mode_is_a_clear_compile_error(tmp_path):

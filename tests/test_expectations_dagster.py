@@ -25,6 +25,7 @@ from expectations import TABLES
 from models_ml import config
 from models_ml import warehouse as wh
 from orchestration.assets import quality
+from orchestration.keys import asset_key
 from orchestration.resources import WarehouseResource
 
 NIT, R = config.NOVEL_INTEREST_TRANSITIONS, config.RECOMMENDATIONS
@@ -158,7 +159,7 @@ def real_defs():
 def test_real_definitions_carry_a_blocking_check_per_suite():
     graph = real_defs().resolve_asset_graph()
     for table in TABLES:
-        key = AssetCheckKey(quality.asset_key_for(table), quality.check_name(table))
+        key = AssetCheckKey(asset_key(table), quality.check_name(table))
         assert key in graph.asset_check_keys, key
         assert graph.get_check_spec(key).blocking, key
 
@@ -178,7 +179,7 @@ def test_real_graph_skips_downstream_of_failed_gate(db, table):
     contents (corrupted here)."""
     defs = real_defs()
     graph = defs.resolve_asset_graph()
-    key = quality.asset_key_for(table)
+    key = asset_key(table)
     if key not in graph.materializable_asset_keys:
         pytest.skip(f"{key.to_user_string()} is not an asset of the real Definitions yet")
     children = sorted(graph.get(key).child_keys)

@@ -16,7 +16,7 @@ from models_ml import config
 from models_ml import warehouse as wh
 
 I, IT, C, IC = config.RAW_INTERACTIONS, config.RAW_ITEMS, config.CLUSTERS, config.ITEM_CLUSTERS
-TP, NIT, R = config.TRAINING_PAIRS, config.NOVEL_INTEREST_TRANSITIONS, config.RECOMMENDATIONS
+NIT, R = config.NOVEL_INTEREST_TRANSITIONS, config.RECOMMENDATIONS
 
 
 @dataclass(frozen=True)
@@ -104,27 +104,6 @@ CORRUPTIONS = [
        "nested_in_parent_cluster"),
     _c(IC, "cluster_id_varchar", f"alter table {IC} alter cluster_id type varchar", "type_cluster_id"),
     _c(IC, "missing_cluster_id", f"alter table {IC} drop column cluster_id", "columns_present"),
-    # main.training_pairs
-    *[_c(TP, f"null_{col}", f"update {TP} set {col} = null where {H01}", f"not_null_{col}")
-      for col in ("level", "k", "history", "next_cluster_id", "split", "user_id", "event_ts")],
-    _c(TP, "split_test", f"update {TP} set split = 'test' where {H01}", "split_in_set"),
-    _c(TP, "level_5", f"update {TP} set level = 5 where {H01}", "level_in_levels"),
-    _c(TP, "k_zero", f"update {TP} set k = 0 where {H01}", "k_positive"),
-    _c(TP, "history_too_long", f"update {TP} set history = [0, 1, 3] where {H01}", "history_length_is_k"),
-    _c(TP, "history_repeats", f"update {TP} set history = [1, 1] where {H01}", "history_clusters_distinct"),
-    _c(TP, "next_in_history", f"update {TP} set next_cluster_id = 1 where {H01}", "next_not_in_history"),
-    _c(TP, "unknown_history_cluster", f"update {TP} set history = [0, 9] where {H01}", "clusters_exist_at_level"),
-    _c(TP, "unknown_next_cluster", f"update {TP} set next_cluster_id = 9 where {H01}", "clusters_exist_at_level"),
-    _c(TP, "user_in_both_splits", f"update {TP} set split = 'eval' where {H01}", "user_in_one_split"),
-    # max_per_label = 2 per (level, k, split); next 3 has one train example, two more make 3
-    _c(TP, "label_over_cap", f"insert into {TP} select level, k, h, 3, split, user_id, event_ts from {TP}, "
-       f"(values ([0, 1]), ([0, 2])) v(h) where {H01}", "label_cap"),
-    # max_per_history = 2: three examples of history [2, 3]
-    _c(TP, "history_over_cap", f"insert into {TP} select level, k, history, nxt, split, user_id, event_ts "
-       f"from {TP}, (values (1), (2)) v(nxt) where history = [2, 3]", "history_cap"),
-    _c(TP, "history_varchar", f"alter table {TP} alter history type varchar", "type_history"),
-    _c(TP, "history_double", f"alter table {TP} alter history type double[]", "type_history"),
-    _c(TP, "missing_event_ts", f"alter table {TP} drop column event_ts", "columns_present"),
     # ml.novel_interest_transitions (the lookup table)
     *[_c(NIT, f"null_{col}", f"update {NIT} set {col} = null where {H01} and rank = 1", f"not_null_{col}")
       for col in ("level", "k", "history", "rank", "next_cluster_id", "score", "model_version")],
@@ -159,8 +138,8 @@ CORRUPTIONS = [
       for col in ("policy", "user_id", "rank", "item_id", "cluster_id", "score")],
     _c(R, "unknown_policy", f"update {R} set policy = 'random' where {R_U1}", "policy_in_set"),
     _c(R, "rank_zero", f"update {R} set rank = 0 where {R_U1} and rank = 1", "rank_in_range"),
-    # slate_k = 2 in PARAMS: a third item on a slate
-    _c(R, "rank_above_slate_k", f"insert into {R} values ('baseline', 'u1', 3, 'i7', 3, 0.1, null)", "rank_in_range"),
+    # slate_size = 2 in PARAMS: a third item on a slate
+    _c(R, "rank_above_slate_size", f"insert into {R} values ('baseline', 'u1', 3, 'i7', 3, 0.1, null)", "rank_in_range"),
     _c(R, "score_inf", f"update {R} set score = 'inf'::double where {R_U1} and rank = 1", "score_finite"),
     _c(R, "score_nan", f"update {R} set score = 'nan'::double where {R_U1} and rank = 2", "not_null_score"),
     _c(R, "explore_without_target", f"update {R} set target_cluster_id = null where policy = 'explore' "
@@ -228,7 +207,7 @@ def test_good_warehouse_passes_every_suite(good_db):
     report = validate_warehouse(good_db, params=PARAMS)
     assert [s.table for s in report.suites] == list(TABLES)
     assert report.success, format_report(report)
-    assert {s.table: s.rows for s in report.suites} == {I: 8, IT: 8, C: 6, IC: 16, TP: 4, NIT: 24, R: 18}
+    assert {s.table: s.rows for s in report.suites} == {I: 8, IT: 8, C: 6, IC: 16, NIT: 24, R: 18}
     assert all(r.status == "passed" for s in report.suites for r in s.results)
 
 
@@ -293,7 +272,7 @@ def test_coverage_counts_n_factorial_histories_at_k3(db_copy):
     import dataclasses
 
     with wh.connect(db_copy) as con:
-        result = validate_table(con, NIT, dataclasses.replace(PARAMS, k=3))
+        result = validate_table(con, NIT, dataclasses.replace(PARAMS, history_len=3))
     assert result.result("every_history_covered").unexpected_count == 24
 
 

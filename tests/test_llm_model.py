@@ -11,7 +11,6 @@ import math
 import shutil
 from pathlib import Path
 
-import duckdb
 import polars as pl
 import pytest
 import torch

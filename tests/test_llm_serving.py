@@ -17,7 +17,7 @@ import pytest
 from models_ml import config
 from models_ml import warehouse as wh
 from models_ml.llm.pairs import LOOKUP_SCHEMA
-from models_ml.serving import UnknownUserError, next_interests
+from models_ml.lookup import UnknownUserError, next_interests
 
 DESC = {0: "jazz", 1: "bread", 2: "chess", 3: "running", 4: "birds"}
 
@@ -41,8 +41,10 @@ def db(tmp_path) -> Path:
          (2, 1, [3], 1, 4, 0.6, "v1", 0), (2, 1, [3], 2, 0, 0.2, "v1", 0)],
         schema=LOOKUP_SCHEMA, orient="row",
     )
+    item_clusters = pl.DataFrame({"item_id": [f"i{c}" for c in DESC], "level": 2, "cluster_id": list(DESC)})
     with wh.connect(path) as con:
-        wh.write_tables(con, {config.CLUSTERS: clusters, config.USER_CLUSTER_SEQUENCES: seqs,
+        wh.write_tables(con, {config.CLUSTERS: clusters, config.ITEM_CLUSTERS: item_clusters,
+                              config.USER_CLUSTER_SEQUENCES: seqs,
                               config.STG_INTERACTIONS: events, config.NOVEL_TRANSITION_EXAMPLES: transitions,
                               config.NOVEL_INTEREST_TRANSITIONS: lookup})
     return path
@@ -50,7 +52,7 @@ def db(tmp_path) -> Path:
 
 def served(db, user, **kw) -> pl.DataFrame:
     with wh.connect(db, read_only=True) as con:
-        return next_interests(user, con, level=2, k=2, m=kw.pop("m", 3))
+        return next_interests(user, con, level=2, history_len=2, m=kw.pop("m", 3))
 
 
 def test_full_history_uses_the_lookup(db):

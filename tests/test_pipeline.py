@@ -99,7 +99,7 @@ def test_cluster_invariants(demo_db):
 
 def test_mart_invariants(demo_db):
     con = duckdb.connect(str(demo_db), read_only=True)
-    k = config.k()
+    k = config.history_len()
     # sequences: no consecutive repeats
     assert scalar(con, f"""select count(*) from (
         select cluster_id, lag(cluster_id) over (partition by user_id, level order by seq_pos) as prev
@@ -139,7 +139,7 @@ def test_rematerializing_is_idempotent(demo_db, tmp_path):
 
 def test_lookup_covers_every_history_of_the_level(demo_db):
     con = duckdb.connect(str(demo_db), read_only=True)
-    level, k, m = config.llm_level(), config.k(), config.llm_top_m()
+    level, k, m = config.llm_level(), config.history_len(), config.llm_top_m()
     n = scalar(con, f"select count(*) from {config.CLUSTERS} where level = {level}")
     assert n == (FINE_CLUSTERS if level == config.FINE_LEVEL else 4)
     t = config.NOVEL_INTEREST_TRANSITIONS

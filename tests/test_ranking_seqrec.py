@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import torch
 
-from models_ml import seqrec
+from models_ml.items import seqrec, sequences
 
 
 def events(rows):
@@ -23,12 +23,12 @@ def events(rows):
     )
 
 
-CATALOG = seqrec.Catalog.from_items(["a", "b", "c", "d", "e"])  # a=1 ... e=5
+CATALOG = sequences.Catalog.from_items(["a", "b", "c", "d", "e"])  # a=1 ... e=5
 
 
 def test_sequences_are_time_ordered_deduplicated_and_tie_broken_by_item():
     df = events([("u1", "c", 2), ("u1", "a", 1), ("u1", "c", 5), ("u1", "e", 2), ("u2", "b", 0)])
-    seqs = seqrec.sequences_from_frame(df, CATALOG, source="fixture")
+    seqs = sequences.sequences_from_frame(df, CATALOG, source="fixture")
     assert seqs.user_ids == ("u1", "u2")
     # u1: a@1, then c and e tie at 2 -> c before e; the second c (at 5) is dropped.
     assert seqs.row(0).tolist() == [1, 3, 5]
@@ -37,17 +37,17 @@ def test_sequences_are_time_ordered_deduplicated_and_tie_broken_by_item():
 
 def test_unknown_item_is_an_error_naming_the_source():
     with pytest.raises(ValueError, match=r"fixture: 1 rows reference item ids missing.*'zz'"):
-        seqrec.sequences_from_frame(events([("u1", "zz", 0)]), CATALOG, source="fixture")
+        sequences.sequences_from_frame(events([("u1", "zz", 0)]), CATALOG, source="fixture")
 
 
 def test_duplicate_catalog_ids_rejected():
     with pytest.raises(ValueError, match="1 duplicate"):
-        seqrec.Catalog.from_items(["a", "a", "b"])
+        sequences.Catalog.from_items(["a", "a", "b"])
 
 
 def test_training_windows_cover_every_transition_once():
-    seqs = seqrec._csr(("u",), [np.array([1, 2, 3, 4, 5, 6])])
-    w = seqrec.training_windows(seqs, max_len=3)
+    seqs = sequences.from_rows(("u",), [np.array([1, 2, 3, 4, 5, 6])])
+    w = sequences.training_windows(seqs, max_len=3)
     # from the end: [3,4,5,6], then [1,2,3] (shares item 3), left-padded to 4
     assert w.tolist() == [[3, 4, 5, 6], [0, 1, 2, 3]]
     # transitions (x -> y with x, y real): 3-4, 4-5, 5-6, 1-2, 2-3 = all five once
@@ -56,7 +56,7 @@ def test_training_windows_cover_every_transition_once():
 
 
 def test_leave_last_out_split():
-    seqs = seqrec._csr(("u1", "u2", "u3"), [np.array([1, 2, 3, 4]), np.array([5, 1]), np.array([2])])
+    seqs = sequences.from_rows(("u1", "u2", "u3"), [np.array([1, 2, 3, 4]), np.array([5, 1]), np.array([2])])
     s = seqrec.leave_last_out(seqs)
     assert [s.train.row(i).tolist() for i in range(3)] == [[1, 2], [], []]
     assert s.valid_inputs.user_ids == ("u1",) and s.valid_inputs.row(0).tolist() == [1, 2]
@@ -82,9 +82,9 @@ def test_target_rank_breaks_ties_by_lower_index():
 
 def test_popularity_evaluation_by_hand():
     # Training counts: a 3, b 2, c 1, d 0, e 0.
-    train = seqrec._csr(("x", "y", "z"), [np.array([1, 2, 3]), np.array([1, 2]), np.array([1])])
+    train = sequences.from_rows(("x", "y", "z"), [np.array([1, 2, 3]), np.array([1, 2]), np.array([1])])
     pop = seqrec.popularity_scores(train, CATALOG.n_items)
-    inputs = seqrec._csr(("p", "q"), [np.array([1]), np.array([2, 3])])
+    inputs = sequences.from_rows(("p", "q"), [np.array([1]), np.array([2, 3])])
     # p: a masked -> order b(2), c(1), d, e -> target d ranks 2 (d before e by index)
     # q: b, c masked -> order a(3), d, e -> target a ranks 0
     out = seqrec.evaluate_scorer(seqrec.popularity_scorer(pop), inputs, np.array([4, 1]), k=2)
@@ -95,9 +95,9 @@ def test_sasrec_learns_a_deterministic_successor_and_round_trips(tmp_path):
     # 20 items in a cycle; each user walks 8 consecutive steps from a different start.
     # The next item is always current + 1, so a working model ranks the target first.
     n = 20
-    catalog = seqrec.Catalog(tuple(f"{i:02d}" for i in range(n)))  # index = int(id) + 1
+    catalog = sequences.Catalog(tuple(f"{i:02d}" for i in range(n)))  # index = int(id) + 1
     rows = [np.array([(s + j) % n + 1 for j in range(8)]) for s in range(40)]
-    seqs = seqrec._csr(tuple(f"u{s}" for s in range(40)), rows)
+    seqs = sequences.from_rows(tuple(f"u{s}" for s in range(40)), rows)
     cfg = seqrec.SeqRecConfig(max_len=8, dim=32, n_layers=1, n_heads=1, dropout=0.0, max_epochs=60,
                               patience=60, batch_size=16, lr=1e-2, eval_k=1)
     result = seqrec.train(seqs, catalog, cfg)
@@ -121,7 +121,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 
 def test_no_training_transitions_is_a_clear_error():
-    seqs = seqrec._csr(("u1",), [np.array([1, 2, 3])])
+    seqs = sequences.from_rows(("u1",), [np.array([1, 2, 3])])
     with pytest.raises(ValueError, match="no training transitions"):
         seqrec.train(seqs, CATALOG, seqrec.SeqRecConfig(max_epochs=1))
 
@@ -148,6 +148,6 @@ def test_sampled_softmax_loss_by_hand():
 
 def test_thread_setting_is_restored():
     before = torch.get_num_threads()
-    seqs = seqrec._csr(("u",), [np.array([1, 2, 3, 4, 5])])
+    seqs = sequences.from_rows(("u",), [np.array([1, 2, 3, 4, 5])])
     seqrec.train(seqs, CATALOG, seqrec.SeqRecConfig(max_len=4, dim=8, n_layers=1, n_heads=1, max_epochs=1, threads=1))
     assert torch.get_num_threads() == before

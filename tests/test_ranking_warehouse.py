@@ -12,7 +12,9 @@ import pytest
 import torch
 
 import ranking_fixtures as fx
-from models_ml import config, ranking, recommend_cli, seqrec
+from models_ml import config, lookup
+from models_ml.cli import recommend as recommend_cli
+from models_ml.items import online, policies, seqrec, sequences
 from models_ml import warehouse as wh
 
 K = 3
@@ -24,13 +26,13 @@ def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ranking")
     db = fx.build_warehouse(tmp)
     with wh.connect(db) as con:
-        seqs, catalog = seqrec.load_training_data(con)
+        seqs, catalog = sequences.load_training_data(con)
     result = seqrec.train(seqs, catalog, SMALL)
     model_dir = tmp / "models" / "sasrec"
     seqrec.save(result, model_dir)
     loaded = seqrec.load(model_dir)
     with wh.connect(db) as con:
-        stats = ranking.generate_all(con, loaded, K, level=2, history_k=2, chunk_users=4)
+        stats = policies.generate_all(con, loaded, K, level=2, history_len=2, chunk_users=4)
         recs = wh.read_table(con, config.RECOMMENDATIONS)
     return {"tmp": tmp, "db": db, "loaded": loaded, "model_dir": model_dir, "stats": stats, "recs": recs}
 
@@ -128,11 +130,11 @@ def test_generation_stats(world):
 
 def test_chunk_size_does_not_change_the_result(world):
     with wh.connect(world["db"], read_only=True) as con:
-        data = ranking.load_ranking_data(con, world["loaded"].catalog, 2)
-        targets = ranking.choose_targets(ranking.lookup_candidates(con, 2, 2), data)
+        data = policies.load_ranking_data(con, world["loaded"].catalog, 2)
+        targets = policies.choose_targets(lookup.lookup_candidates(con, 2, 2), data)
     m, v = world["loaded"].model, world["loaded"].model_version
-    one = pl.concat(list(ranking.iter_recommendations(m, v, data, targets, K, chunk_users=1)))
-    all_ = pl.concat(list(ranking.iter_recommendations(m, v, data, targets, K, chunk_users=1000)))
+    one = pl.concat(list(policies.iter_recommendations(m, v, data, targets, K, chunk_users=1)))
+    all_ = pl.concat(list(policies.iter_recommendations(m, v, data, targets, K, chunk_users=1000)))
     key = ["policy", "user_id", "rank"]
     # batch size changes float32 summation order, so scores agree to rounding only
     for other in (all_, world["recs"]):
@@ -150,7 +152,7 @@ def test_failed_generation_leaves_the_previous_table(world, tmp_path):
 
     with wh.connect(db) as con:
         with pytest.raises(RuntimeError, match="boom"):
-            ranking.write_recommendations(con, chunks())
+            policies.write_recommendations(con, chunks())
         assert wh.read_table(con, config.RECOMMENDATIONS).height == world["recs"].height
         assert not wh.table_exists(con, "ml.__stage_recommendations")
 
@@ -160,8 +162,8 @@ def test_stale_lookup_row_is_an_error_naming_the_row(world, tmp_path):
     shutil.copy(world["db"], db)
     with wh.connect(db) as con:
         con.execute(f"insert into {config.NOVEL_INTEREST_TRANSITIONS} values (2, 2, [1, 2], 3, 99, 0.1, 'x')")
-        with pytest.raises(ranking.StaleLookupError, match=r"ml.novel_interest_transitions: 1 rows .*\[1, 2\], 3, 99"):
-            ranking.generate_all(con, world["loaded"], K, level=2, history_k=2)
+        with pytest.raises(lookup.StaleLookupError, match=r"ml.novel_interest_transitions: 1 rows .*\[1, 2\], 3, 99"):
+            policies.generate_all(con, world["loaded"], K, level=2, history_len=2)
         # nothing was written
         assert wh.read_table(con, config.RECOMMENDATIONS).height == world["recs"].height
 
@@ -172,14 +174,15 @@ def test_short_history_uses_k_equal_j_lookup_rows(world, tmp_path):
     shutil.copy(world["db"], db)
     with wh.connect(db) as con:
         con.execute(f"insert into {config.NOVEL_INTEREST_TRANSITIONS} values (2, 1, [1], 1, 2, 0.8, 'x')")
-        data = ranking.load_ranking_data(con, world["loaded"].catalog, 2, ["u2", "u1"])
-        targets = ranking.choose_targets(ranking.lookup_candidates(con, 2, 2, ["u2", "u1"]), data)
-    assert targets == {"u2": (2, 1, 0.8), "u1": (3, 1, 0.6)}
+        data = policies.load_ranking_data(con, world["loaded"].catalog, 2, ["u2", "u1"])
+        targets = policies.choose_targets(lookup.lookup_candidates(con, 2, 2, ["u2", "u1"]), data)
+    assert {u: (t.cluster_id, t.lookup_rank, t.lookup_score) for u, t in targets.items()} == {
+        "u2": (2, 1, 0.8), "u1": (3, 1, 0.6)}
 
 
 def test_api_explains_one_user(world):
     with wh.connect(world["db"], read_only=True) as con:
-        rec = ranking.recommend("u1", K, "explore", con, world["model_dir"])
+        rec = online.recommend("u1", K, "explore", con, world["model_dir"])
     assert rec.items.select("item_id", "title", "cluster_id", "cluster_description").sort("item_id").rows() == [
         ("i10", "Title i10", 3, "fine 3"), ("i11", "Title i11", 3, "fine 3")]
     assert rec.history.rows() == [(1, "fine 1"), (2, "fine 2")]
@@ -193,7 +196,7 @@ def test_api_explains_one_user(world):
 
 def test_api_explains_a_model_fallback(world):
     with wh.connect(world["db"], read_only=True) as con:
-        rec = ranking.recommend("u5", K, "explore", con, world["model_dir"])
+        rec = online.recommend("u5", K, "explore", con, world["model_dir"])
     assert rec.target["cluster_id"] == 1 and rec.target["source"] == "model_fallback"
     assert rec.suggestions.height == 0
     assert "model fallback: the lookup table has no row for this history" in rec.explain()
@@ -201,14 +204,14 @@ def test_api_explains_a_model_fallback(world):
 
 def test_api_bad_input(world):
     with wh.connect(world["db"], read_only=True) as con:
-        with pytest.raises(ranking.UnknownUserError, match="'nobody' has no interactions in raw.interactions"):
-            ranking.recommend("nobody", K, "explore", con, world["model_dir"])
-        with pytest.raises(ranking.NoPositiveHistoryError, match="'u3' has interactions but none positive"):
-            ranking.recommend("u3", K, "baseline", con, world["model_dir"])
-        rec = ranking.recommend("u3", K, "popular", con, world["model_dir"])
+        with pytest.raises(lookup.UnknownUserError, match="'nobody' has no interactions in raw.interactions"):
+            online.recommend("nobody", K, "explore", con, world["model_dir"])
+        with pytest.raises(online.NoPositiveHistoryError, match="'u3' has interactions but none positive"):
+            online.recommend("u3", K, "baseline", con, world["model_dir"])
+        rec = online.recommend("u3", K, "popular", con, world["model_dir"])
         assert rec.items["item_id"].to_list() == ["i05", "i01", "i02"] and rec.target is None
         with pytest.raises(ValueError, match="policy must be one of"):
-            ranking.recommend("u1", K, "random", con, world["model_dir"])
+            online.recommend("u1", K, "random", con, world["model_dir"])
 
 
 def test_cli(world, monkeypatch, capsys):
@@ -225,7 +228,7 @@ def test_cli(world, monkeypatch, capsys):
 
 def test_exploration_metrics_mart(world):
     # dbt build runs the mart's unit test and data tests too
-    fx.run_dbt(world["db"], world["tmp"], ["build", "--select", "exploration_metrics"])
+    fx.run_dbt(world["db"], world["tmp"], ["build", "--select", "stg_recommendations", "exploration_metrics"])
     with wh.connect(world["db"], read_only=True) as con:
         m = {(p, k): v for p, k, v in wh.read_table(con, config.EXPLORATION_METRICS, ["policy", "metric", "value"]).iter_rows()}
     # every explore item is in a cluster the user never consumed, one cluster per slate

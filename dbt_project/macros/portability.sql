@@ -1,5 +1,5 @@
 {#-
-    Engine-specific SQL lives here, behind adapter.dispatch (DESIGN section 9).
+    Engine-specific SQL lives here, behind adapter.dispatch.
     Models call these macros only; moving to dbt-spark or dbt-trino means adding a
     `spark__` / `trino__` variant of each macro below, without touching the models.
     `default__` is ANSI SQL where ANSI has the construct, otherwise a clear error.
@@ -109,4 +109,28 @@
 
 {% macro duckdb__ie_hash_unit(exprs) -%}
     (hash({{ exprs | join(', ') }}) / 18446744073709551616.0)
+{%- endmacro %}
+
+
+{#- The i-th element of a list, counting from 1. -#}
+{% macro ie_list_element(list_expr, i) %}
+    {{ return(adapter.dispatch('ie_list_element', 'interest_explorer')(list_expr, i)) }}
+{% endmacro %}
+
+{% macro default__ie_list_element(list_expr, i) -%}
+    {{ list_expr }}[{{ i }}]
+{%- endmacro %}
+
+
+{#- Number of distinct elements of a list. -#}
+{% macro ie_list_distinct_length(list_expr) %}
+    {{ return(adapter.dispatch('ie_list_distinct_length', 'interest_explorer')(list_expr)) }}
+{% endmacro %}
+
+{% macro default__ie_list_distinct_length(list_expr) -%}
+    cardinality(array_distinct({{ list_expr }}))
+{%- endmacro %}
+
+{% macro duckdb__ie_list_distinct_length(list_expr) -%}
+    len(list_distinct({{ list_expr }}))
 {%- endmacro %}

@@ -30,13 +30,13 @@ The world:
 from __future__ import annotations
 
 import datetime as dt
-import os
 import string
 import time
 
 import numpy as np
 import polars as pl
 
+from models_ml import config
 from models_ml.ingest import validate as v
 
 DEFAULT_USERS = 2000
@@ -206,16 +206,6 @@ TITLES = ("{T0} {Tfmt}", "The {T0} {Tfmt}: {T1} and {T2}", "{T0} and {T1}", "A {
 N_THEMES = sum(len(t) for _, t in CATALOG.values())
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from exc
-
-
 def themes() -> pl.DataFrame:
     """theme_idx, theme, category_idx, category (theme_idx = order in CATALOG)."""
     rows = [(c_idx, cat, theme) for c_idx, (cat, (_, th)) in enumerate(CATALOG.items()) for theme in th]
@@ -371,10 +361,10 @@ def generate(
 ) -> v.IngestResult:
     """Demo interactions and items (see the module docstring); ``truth`` holds each
     item's theme and category."""
-    n_users = n_users if n_users is not None else _env_int("IE_DEMO_USERS", DEFAULT_USERS)
-    n_items = n_items if n_items is not None else _env_int("IE_DEMO_ITEMS", DEFAULT_ITEMS)
-    n_events = n_events if n_events is not None else _env_int("IE_DEMO_EVENTS", DEFAULT_EVENTS)
-    seed = seed if seed is not None else _env_int("IE_DEMO_SEED", DEFAULT_SEED)
+    n_users = n_users if n_users is not None else config.env_int("IE_DEMO_USERS", DEFAULT_USERS)
+    n_items = n_items if n_items is not None else config.env_int("IE_DEMO_ITEMS", DEFAULT_ITEMS)
+    n_events = n_events if n_events is not None else config.env_int("IE_DEMO_EVENTS", DEFAULT_EVENTS)
+    seed = seed if seed is not None else config.env_int("IE_DEMO_SEED", DEFAULT_SEED)
     if n_users < 1:
         raise ValueError(f"IE_DEMO_USERS must be at least 1, got {n_users}")
     if n_items < N_THEMES:

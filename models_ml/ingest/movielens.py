@@ -23,9 +23,6 @@ from models_ml.ingest import validate as v
 
 TOP_TAGS = 5
 GENRES_LABEL, TAGS_LABEL = "Genres", "Tags"
-# Words the item-text template itself adds ("(no genres listed)" is MovieLens's own):
-# clustering ignores them, or "tags" becomes the most distinctive term of tagged movies.
-TEMPLATE_WORDS = frozenset({GENRES_LABEL.lower(), TAGS_LABEL.lower(), "listed"})
 NO_GENRES = "(no genres listed)"
 # ml-100k u.genre, used when the file is absent
 ML100K_GENRES = (

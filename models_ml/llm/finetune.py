@@ -31,10 +31,11 @@ import numpy as np
 import polars as pl
 import torch
 
-from models_ml import prompts
+from models_ml.llm import prompts
 from models_ml.llm import base as base_lm
 from models_ml.llm.decoding import LM, RowBatch, expand, greedy_answers, prefix_batch
-from models_ml.llm.pairs import infer_histories, popularity_lookup, recall_at
+from models_ml.llm.evaluation import popularity_lookup, recall_at
+from models_ml.llm.pairs import infer_histories
 from models_ml.llm.tokens import PromptEncoder
 
 TRAINING_FILE = "training.json"
@@ -226,53 +227,42 @@ def evaluate(
     return {"match_rate": match, **rec}
 
 
-def finetune(
-    base_path: Path,
-    descriptions: dict[int, str],
-    train: pl.DataFrame,
-    eval_transitions: pl.DataFrame,
-    train_transitions: pl.DataFrame,
-    level: int,
-    k: int,
-    out_root: Path,
-    cfg: FinetuneConfig = FinetuneConfig(),
-    version: str | None = None,
-    progress: bool = True,
-    on_eval: Callable[[EvalPoint], None] | None = None,
-) -> FinetuneResult:
-    """Fine-tune, evaluate along the way, save the adapter under ``out_root/<version>``.
+@dataclass(frozen=True)
+class LlmInputs:
+    """What the LLM layer learns from and is judged on, at one level and K."""
 
-    ``train``: training_pairs rows (history, next_cluster_id) of the train split;
-    ``eval_transitions``: novel transitions of the eval split (recall);
-    ``train_transitions``: novel transitions of the train split (popularity baseline).
-    """
-    from peft import LoraConfig, get_peft_model
-    from tqdm.auto import tqdm
+    level: int
+    k: int
+    descriptions: dict[int, str]
+    train_pairs: pl.DataFrame  # training_pairs, split = 'train' (history, next_cluster_id)
+    eval_transitions: pl.DataFrame  # novel_transition_examples, split = 'eval' (recall)
+    train_transitions: pl.DataFrame  # novel_transition_examples, split = 'train' (popularity baseline)
 
-    if train.height == 0:
-        raise ValueError(f"no training pairs for level {level}, k {k}: nothing to fine-tune on")
-    if cfg.top_m < 1 or cfg.steps < 1 or cfg.batch_histories < 1:
-        raise ValueError(f"invalid fine-tuning configuration {cfg}")
-    t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    rt = base_lm.runtime()
-    tok = base_lm.load_tokenizer(base_path)
-    enc = PromptEncoder(tok, descriptions)
-    examples = examples_from(train)
-    for h, n in examples:
-        enc.check_history(h)
-        if n not in descriptions:
-            raise ValueError(f"training pair {list(h)} -> {n} names cluster {n}, unknown at level {level}")
-    version = version or model_version(base_path, level, k, train, descriptions, cfg)
-    sample = eval_sample(eval_transitions, cfg.eval_histories, cfg.seed)
-    hist_pool = sorted({tuple(int(c) for c in h) for h in eval_transitions["history"].to_list()})
-    rng = np.random.default_rng(cfg.seed + 1)
-    match_hist = [hist_pool[i] for i in rng.permutation(len(hist_pool))[: cfg.eval_prompts]]
-    pop = popularity_lookup(train_transitions, {tuple(h) for h in sample["history"].to_list()}, descriptions, 5)
+
+@dataclass(frozen=True)
+class _EvalPlan:
+    """The fixed yardsticks of one fine-tuning run."""
+
+    sample: pl.DataFrame  # eval transitions whose recall is recorded
+    match_histories: list[tuple[int, ...]]  # prompts for the unconstrained match rate
+    baselines: dict  # popularity recall on ``sample``
+
+
+def _eval_plan(inputs: LlmInputs, cfg: FinetuneConfig, rng: np.random.Generator) -> _EvalPlan:
+    sample = eval_sample(inputs.eval_transitions, cfg.eval_histories, cfg.seed)
+    pool = sorted({tuple(int(c) for c in h) for h in inputs.eval_transitions["history"].to_list()})
+    match_hist = [pool[i] for i in rng.permutation(len(pool))[: cfg.eval_prompts]]
+    pop = popularity_lookup(inputs.train_transitions, {tuple(h) for h in sample["history"].to_list()},
+                            inputs.descriptions, 5)
     baselines = {"popularity_" + key: v for key, v in recall_at(pop, sample, (1, 5)).items()}
+    return _EvalPlan(sample, match_hist, baselines)
+
+
+def _lora_model(base_path: Path, rt: base_lm.Runtime, cfg: FinetuneConfig):
+    from peft import LoraConfig, get_peft_model
 
     model = base_lm.load_model(base_path, rt)
-    model = get_peft_model(
+    return get_peft_model(
         model,
         LoraConfig(
             r=cfg.lora_r,
@@ -282,22 +272,63 @@ def finetune(
             task_type="CAUSAL_LM",
         ),
     )
-    lm = LM(model)
-    lm.pad_id = int(tok.pad_token_id)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
 
+
+def _schedule(opt: torch.optim.Optimizer, cfg: FinetuneConfig) -> torch.optim.lr_scheduler.LambdaLR:
     def lr_at(step: int) -> float:  # linear warm-up, cosine decay to 10%
         if step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
         frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+
+
+def _check_examples(enc: PromptEncoder, examples, inputs: LlmInputs) -> None:
+    for h, n in examples:
+        enc.check_history(h)
+        if n not in inputs.descriptions:
+            raise ValueError(f"training pair {list(h)} -> {n} names cluster {n}, unknown at level {inputs.level}")
+
+
+def finetune(
+    inputs: LlmInputs,
+    cfg: FinetuneConfig,
+    out_root: Path,
+    base_path: Path,
+    version: str | None = None,
+    progress: bool = True,
+    on_eval: Callable[[EvalPoint], None] | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``base_path`` on ``inputs.train_pairs``, evaluate along the way, save the
+    adapter under ``out_root/<version>`` (default version: :func:`model_version`)."""
+    from tqdm.auto import tqdm
+
+    if inputs.train_pairs.height == 0:
+        raise ValueError(f"no training pairs for level {inputs.level}, k {inputs.k}: nothing to fine-tune on")
+    if cfg.top_m < 1 or cfg.steps < 1 or cfg.batch_histories < 1:
+        raise ValueError(f"invalid fine-tuning configuration {cfg}")
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    rt = base_lm.runtime()
+    tok = base_lm.load_tokenizer(base_path)
+    enc = PromptEncoder(tok, inputs.descriptions)
+    examples = examples_from(inputs.train_pairs)
+    _check_examples(enc, examples, inputs)
+    version = version or model_version(base_path, inputs.level, inputs.k, inputs.train_pairs, inputs.descriptions, cfg)
+    rng = np.random.default_rng(cfg.seed + 1)
+    plan = _eval_plan(inputs, cfg, rng)
+
+    model = _lora_model(base_path, rt, cfg)
+    lm = LM(model)
+    lm.pad_id = int(tok.pad_token_id)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    sched = _schedule(opt, cfg)
     history: list[EvalPoint] = []
 
     def record(step: int, loss: float | None) -> None:
-        ev = evaluate(lm, enc, sample, match_hist, cfg.top_m)
+        ev = evaluate(lm, enc, plan.sample, plan.match_histories, cfg.top_m)
         point = EvalPoint(step, loss, ev["match_rate"], ev["recall_at_1"], ev["recall_at_5"],
                           time.perf_counter() - t0)
         history.append(point)
@@ -332,22 +363,22 @@ def finetune(
         {
             "model_version": version,
             "base_model": str(Path(base_path).resolve()),
-            "level": level,
-            "k": k,
-            "descriptions": {str(c): d for c, d in sorted(descriptions.items())},
+            "level": inputs.level,
+            "k": inputs.k,
+            "descriptions": {str(c): d for c, d in sorted(inputs.descriptions.items())},
             "config": asdict(cfg),
             "train_examples": len(examples),
-            "eval_sample_transitions": sample.height,
+            "eval_sample_transitions": plan.sample.height,
             "history": [asdict(p) for p in history],
             "final": asdict(history[-1]),
             "zero_shot": asdict(history[0]),
-            "baselines": baselines,
+            "baselines": plan.baselines,
             "train_seconds": train_seconds,
             "device": str(rt.device),
             "dtype": str(rt.dtype),
         },
     )
-    return FinetuneResult(version, adapter_dir, history, baselines, train_seconds, cfg)
+    return FinetuneResult(version, adapter_dir, history, plan.baselines, train_seconds, cfg)
 
 
 # ---- adapter artifacts -------------------------------------------------------------------

@@ -215,53 +215,7 @@ def write_lookup(
     bad = rows.filter((pl.col("level") != level) | (pl.col("k") != k))
     if bad.height:
         raise ValueError(f"lookup rows for level {level}, k {k} include {bad.height} rows of another level or k")
-    table = config.NOVEL_INTEREST_TRANSITIONS
     rows = rows.select([pl.col(c).cast(t) for c, t in LOOKUP_SCHEMA.items()])
-    keep_old = wh.table_exists(con, table)
-    with wh.staged_table(con, table) as stage:
-        for i, start in enumerate(range(0, rows.height, chunk_rows)):
-            wh.append_to_stage(con, stage, rows.slice(start, chunk_rows), create=i == 0)
-            if on_chunk is not None:
-                on_chunk(i)
-        if keep_old:
-            old_cols = set(wh.query(con, f"select * from {table} limit 0").columns)
-            cols = [c for c in LOOKUP_SCHEMA if c in old_cols]
-            if {"level", "k"} <= old_cols:
-                sel = ", ".join(f'"{c}"' for c in cols)
-                con.execute(
-                    f"insert into {stage} ({sel}) select {sel} from {table} where not (level = ? and k = ?)",
-                    [level, k],
-                )
-    return rows.height
-
-
-def recall_at(
-    lookup: dict[tuple[int, ...], list[int]], transitions: pl.DataFrame, ms: Sequence[int] = (1, 5)
-) -> dict[str, float]:
-    """Novel-transition recall@m: share of (history, next_cluster_id) rows whose next
-    cluster is among the first m the lookup gives for the history (a history missing
-    from the lookup counts as a miss)."""
-    if transitions.height == 0:
-        raise ValueError("no transitions to evaluate recall on")
-    hits = {m: 0 for m in ms}
-    for hist, nxt in zip(transitions["history"].to_list(), transitions["next_cluster_id"].to_list()):
-        got = lookup.get(tuple(int(c) for c in hist), [])
-        for m in ms:
-            hits[m] += int(int(nxt) in got[:m])
-    return {f"recall_at_{m}": hits[m] / transitions.height for m in ms}
-
-
-def popularity_lookup(
-    train_transitions: pl.DataFrame, histories: Iterable[tuple[int, ...]], cluster_ids: Iterable[int], m: int
-) -> dict[tuple[int, ...], list[int]]:
-    """Baseline: the clusters most often reached by a novel transition in training,
-    outside the history (ties by cluster id)."""
-    counts = dict(
-        train_transitions.group_by("next_cluster_id").len().select("next_cluster_id", "len").iter_rows()
+    return wh.replace_partition(
+        con, config.NOVEL_INTEREST_TRANSITIONS, rows, by=("level", "k"), chunk_rows=chunk_rows, on_chunk=on_chunk
     )
-    order = sorted((int(c) for c in cluster_ids), key=lambda c: (-counts.get(c, 0), c))
-    out = {}
-    for h in histories:
-        hs = set(h)
-        out[tuple(h)] = [c for c in order if c not in hs][:m]
-    return out

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -20,8 +19,9 @@ from models_ml import config
 from models_ml import warehouse as wh
 from models_ml.llm import base as base_lm
 from models_ml.llm import finetune as ft
-from models_ml.llm import pairs
+from models_ml.llm import evaluation, pairs
 from models_ml.llm.decoding import LM
+from models_ml.llm.finetune import LlmInputs
 from models_ml.llm.tokens import PromptEncoder, level_descriptions
 
 CURRENT_FILE = "current.json"
@@ -41,16 +41,6 @@ FINETUNE_HISTORY_SCHEMA = {
 def llm_root() -> Path:
     """Adapters (one directory per model_version) and pair-inference shards."""
     return config.models_dir() / "llm"
-
-
-@dataclass(frozen=True)
-class LlmInputs:
-    level: int
-    k: int
-    descriptions: dict[int, str]
-    train_pairs: pl.DataFrame  # training_pairs, split = 'train'
-    eval_transitions: pl.DataFrame  # novel_transition_examples, split = 'eval'
-    train_transitions: pl.DataFrame  # novel_transition_examples, split = 'train'
 
 
 def read_inputs(con: duckdb.DuckDBPyConnection, level: int, k: int) -> LlmInputs:
@@ -106,15 +96,10 @@ def run_finetune(inputs: LlmInputs, cfg: ft.FinetuneConfig | None = None, root: 
     """Fine-tune on ``inputs`` and make the adapter the current one."""
     root = root or llm_root()
     result = ft.finetune(
-        base_lm.base_model_path(),
-        inputs.descriptions,
-        inputs.train_pairs,
-        inputs.eval_transitions,
-        inputs.train_transitions,
-        inputs.level,
-        inputs.k,
-        root,
+        inputs,
         cfg or finetune_config(),
+        root,
+        base_lm.base_model_path(),
         version=config.llm_model_version(),
         progress=progress,
         on_eval=on_eval,
@@ -156,13 +141,8 @@ def finetune_history_frame(result: ft.FinetuneResult, level: int, k: int) -> pl.
 
 def write_finetune_history(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> int:
     """Replace this model version's rows of ml.finetune_history, keeping other versions."""
-    versions = frame["model_version"].unique().to_list()
-    if wh.table_exists(con, config.FINETUNE_HISTORY):
-        old = wh.read_table(con, config.FINETUNE_HISTORY)
-        if set(FINETUNE_HISTORY_SCHEMA) <= set(old.columns):
-            old = old.select([pl.col(c).cast(t) for c, t in FINETUNE_HISTORY_SCHEMA.items()])
-            frame = pl.concat([old.filter(~pl.col("model_version").is_in(versions)), frame])
-    return wh.write_table(con, config.FINETUNE_HISTORY, frame.sort("model_version", "step"))
+    frame = frame.select([pl.col(c).cast(t) for c, t in FINETUNE_HISTORY_SCHEMA.items()])
+    return wh.replace_partition(con, config.FINETUNE_HISTORY, frame.sort("step"), by=("model_version",))
 
 
 def load_inference_model(adapter_dir: Path, descriptions: dict[int, str], level: int, k: int):
@@ -197,8 +177,8 @@ def lookup_metrics(rows: pl.DataFrame, inputs: LlmInputs, m: int) -> dict[str, f
     lookup: dict[tuple[int, ...], list[int]] = {}
     for h, c in zip(rows["history"].to_list(), rows["next_cluster_id"].to_list()):
         lookup.setdefault(tuple(h), []).append(int(c))
-    ours = pairs.recall_at(lookup, inputs.eval_transitions, (1, m))
+    ours = evaluation.recall_at(lookup, inputs.eval_transitions, (1, m))
     hist = {tuple(h) for h in inputs.eval_transitions["history"].to_list()}
-    pop = pairs.popularity_lookup(inputs.train_transitions, hist, inputs.descriptions, m)
-    base = pairs.recall_at(pop, inputs.eval_transitions, (1, m))
+    pop = evaluation.popularity_lookup(inputs.train_transitions, hist, inputs.descriptions, m)
+    base = evaluation.recall_at(pop, inputs.eval_transitions, (1, m))
     return {**ours, **{f"popularity_{key}": v for key, v in base.items()}, "eval_transitions": inputs.eval_transitions.height}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from models_ml import prompts
+from models_ml.llm import prompts
 
 
 class ClusterSetError(ValueError):
@@ -108,7 +108,7 @@ class PromptEncoder:
         self.descriptions = dict(descriptions)
         self.eos_id = int(tokenizer.eos_token_id)
         self.head_ids = self._bos() + self._encode(self.fmt.head) if self.fmt.head else self._bos()
-        self._item_cache: dict[tuple[int, bool, bool], list[int]] = {}
+        self._segment_cache: dict[str, list[int]] = {}
         answers = {c: self._encode(self.fmt.answer(d)) + [self.eos_id] for c, d in self.descriptions.items()}
         self.trie = AnswerTrie(answers, self.eos_id)
         self.by_description = {d: c for c, d in self.descriptions.items()}
@@ -128,19 +128,17 @@ class PromptEncoder:
     def _encode(self, text: str) -> list[int]:
         return [int(t) for t in self.tokenizer(text, add_special_tokens=False).input_ids]
 
-    def item_ids(self, cluster_id: int, first: bool, last: bool) -> list[int]:
-        key = (cluster_id, first, last)
-        if key not in self._item_cache:
-            if cluster_id not in self.descriptions:
-                raise ClusterSetError(f"history names cluster {cluster_id}, which is not a cluster of this level")
-            self._item_cache[key] = self._encode(self.fmt.item(self.descriptions[cluster_id], first, last))
-        return self._item_cache[key]
+    def _segment_ids(self, text: str) -> list[int]:
+        if text not in self._segment_cache:
+            self._segment_cache[text] = self._encode(text)
+        return self._segment_cache[text]
 
     def history_segments(self, history: Sequence[int]) -> list[list[int]]:
-        """[item 1, ..., item K] token ids (the head is :attr:`head_ids`)."""
+        """[cluster 1, ..., cluster K + tail] token ids of the prompt's segments
+        (models_ml.llm.prompts.PromptFormat.segments; the head is :attr:`head_ids`)."""
         self.check_history(history)
-        k = len(history)
-        return [self.item_ids(int(c), i == 0, i == k - 1) for i, c in enumerate(history)]
+        segments = self.fmt.segments([self.descriptions[int(c)] for c in history])
+        return [self._segment_ids(s) for s in segments[1:]]
 
     def prompt_ids(self, history: Sequence[int]) -> list[int]:
         return self.head_ids + [t for seg in self.history_segments(history) for t in seg]

@@ -1,18 +1,18 @@
 """Interest clusters (group `clusters`): raw.items -> ml.clusters, ml.item_clusters."""
 
 
-from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, MetadataValue, multi_asset
+from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
-from models_ml import clustering, config
+from models_ml import clusters, config
 from models_ml import warehouse as wh
-from orchestration.assets.ingestion import asset_key_path
+from orchestration.keys import asset_key
 from orchestration.metadata import markdown_table
 from orchestration.resources import WarehouseResource
 
 
 @multi_asset(
     specs=[
-        AssetSpec(asset_key_path(t), group_name="clusters", kinds={"duckdb"}, deps=[AssetKey(["raw", "items"])])
+        AssetSpec(asset_key(t), group_name="clusters", kinds={"duckdb"}, deps=[asset_key(config.RAW_ITEMS)])
         for t in (config.CLUSTERS, config.ITEM_CLUSTERS)
     ],
     name="interest_clusters",
@@ -23,12 +23,12 @@ def interest_clusters(context: AssetExecutionContext, warehouse: WarehouseResour
         items = wh.read_table(con, config.RAW_ITEMS, ["item_id", "text"]).sort("item_id")
     n_coarse, n_fine = config.cluster_sizes(items.height)
     context.log.info(f"clustering {items.height} items into {n_coarse} coarse / {n_fine} fine clusters")
-    result = clustering.build_clusters(items, n_coarse=n_coarse, n_fine=n_fine, seed=config.dbt_vars()["seed"])
+    result = clusters.build_clusters(items, n_coarse=n_coarse, n_fine=n_fine, seed=config.dbt_vars()["seed"])
     with warehouse.connect() as con:
         wh.write_tables(con, {config.CLUSTERS: result.clusters, config.ITEM_CLUSTERS: result.item_clusters})
     desc = result.clusters.select("level", "cluster_id", "description", "n_items")
     yield MaterializeResult(
-        asset_key=asset_key_path(config.CLUSTERS),
+        asset_key=asset_key(config.CLUSTERS),
         metadata={
             "rows": MetadataValue.int(result.clusters.height),
             "coarse_clusters": n_coarse,
@@ -37,6 +37,6 @@ def interest_clusters(context: AssetExecutionContext, warehouse: WarehouseResour
         },
     )
     yield MaterializeResult(
-        asset_key=asset_key_path(config.ITEM_CLUSTERS),
+        asset_key=asset_key(config.ITEM_CLUSTERS),
         metadata={"rows": MetadataValue.int(result.item_clusters.height)},
     )

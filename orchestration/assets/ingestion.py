@@ -6,17 +6,14 @@ from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, Metadat
 from models_ml import config
 from models_ml import warehouse as wh
 from models_ml.ingest import load_source
+from orchestration.keys import asset_key
 from orchestration.resources import WarehouseResource
 
 RAW_TABLES = (config.RAW_INTERACTIONS, config.RAW_ITEMS, config.RAW_REJECTED_ROWS)
 
 
-def asset_key_path(table: str) -> list[str]:
-    return table.split(".")
-
-
 @multi_asset(
-    specs=[AssetSpec(asset_key_path(t), group_name="ingestion", kinds={"duckdb"}) for t in RAW_TABLES],
+    specs=[AssetSpec(asset_key(t), group_name="ingestion", kinds={"duckdb"}) for t in RAW_TABLES],
     name="ingest_source",
     description="Load the configured source (IE_SOURCE: demo | movielens | files) into the raw schema.",
 )
@@ -40,4 +37,4 @@ def ingest_source(context: AssetExecutionContext, warehouse: WarehouseResource):
             )
         if table == config.RAW_INTERACTIONS:
             meta["stats"] = MetadataValue.json(result.stats)
-        yield MaterializeResult(asset_key=asset_key_path(table), metadata=meta)
+        yield MaterializeResult(asset_key=asset_key(table), metadata=meta)

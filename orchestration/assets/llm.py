@@ -5,13 +5,13 @@ is held while a model trains or infers."""
 
 import time
 
-from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from models_ml import config
 from models_ml.llm import pipeline
 from models_ml.llm.pairs import write_lookup
-from orchestration.assets.ingestion import asset_key_path
 from orchestration.dbt import dbt_asset_group
+from orchestration.keys import asset_key
 from orchestration.metadata import markdown_table
 from orchestration.resources import WarehouseResource
 
@@ -22,13 +22,13 @@ transition_lookup_assets = dbt_asset_group(name="llm_dbt_assets", group=GROUP, s
 
 
 @asset(
-    key=asset_key_path(config.FINETUNE_HISTORY),
+    key=asset_key(config.FINETUNE_HISTORY),
     group_name=GROUP,
     kinds={"pytorch", "duckdb"},
     deps=[
-        AssetKey("training_pairs"),
-        AssetKey("novel_transition_examples"),
-        AssetKey(asset_key_path(config.CLUSTERS)),
+        asset_key(config.TRAINING_PAIRS),
+        asset_key(config.NOVEL_TRANSITION_EXAMPLES),
+        asset_key(config.CLUSTERS),
     ],
     description=(
         "LoRA fine-tuning of the base LM (SmolLM2-135M-Instruct, or IE_BASE_MODEL) on the balanced "
@@ -38,7 +38,7 @@ transition_lookup_assets = dbt_asset_group(name="llm_dbt_assets", group=GROUP, s
     ),
 )
 def llm_finetune(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
-    level, k = config.llm_level(), config.k()
+    level, k = config.llm_level(), config.history_len()
     with warehouse.connect() as con:
         inputs = pipeline.read_inputs(con, level, k)
     cfg = pipeline.finetune_config()
@@ -75,10 +75,10 @@ def llm_finetune(context: AssetExecutionContext, warehouse: WarehouseResource) -
 
 
 @asset(
-    key=asset_key_path(config.NOVEL_INTEREST_TRANSITIONS),
+    key=asset_key(config.NOVEL_INTEREST_TRANSITIONS),
     group_name=GROUP,
     kinds={"pytorch", "duckdb"},
-    deps=[AssetKey(asset_key_path(config.FINETUNE_HISTORY))],
+    deps=[asset_key(config.FINETUNE_HISTORY)],
     description=(
         "For every ordered history of K distinct clusters at the LLM level, the top-m novel clusters "
         "(trie-constrained decoding, history excluded) from the current adapter; resumable in shards, "
@@ -86,7 +86,7 @@ def llm_finetune(context: AssetExecutionContext, warehouse: WarehouseResource) -
     ),
 )
 def novel_interest_transitions(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
-    level, k, m = config.llm_level(), config.k(), config.llm_top_m()
+    level, k, m = config.llm_level(), config.history_len(), config.llm_top_m()
     with warehouse.connect() as con:
         inputs = pipeline.read_inputs(con, level, k)
     adapter = pipeline.current_adapter_dir()

@@ -5,7 +5,7 @@ flows silently into the lookup table or the recommendations.
 
 Results carry the failing expectations, their counts and sample rows (markdown for
 the UI, JSON for machines). dagster-ge requires GE < 1.0, hence these hand-written
-checks (DESIGN section 7).
+checks (the README's data-quality section).
 """
 
 from dagster import (
@@ -21,7 +21,7 @@ from dagster import (
 
 from expectations import TABLES, SuiteResult, validate_table
 from expectations.report import failure_summary, suite_markdown
-from models_ml import config
+from orchestration import keys
 from orchestration.resources import WarehouseResource
 
 GROUP = "quality"
@@ -30,13 +30,6 @@ CHECK_PREFIX = "ge_"
 # LLM and the lookup table, which feeds the recommendations. Non-blocking would let a
 # bad table flow on with only a red mark in the UI.
 BLOCKING = frozenset(TABLES)
-
-
-def asset_key_for(table: str) -> AssetKey:
-    """The asset key of a warehouse table: ['raw', 'items'] for Python tables,
-    ['training_pairs'] for dbt marts in the main schema."""
-    schema, _, name = table.rpartition(".")
-    return AssetKey([name]) if schema == config.MARTS_SCHEMA else AssetKey([schema, name])
 
 
 def check_name(table: str) -> str:
@@ -83,7 +76,7 @@ def check_result(result: SuiteResult) -> AssetCheckResult:
 def ge_asset_check(table: str, asset_key: AssetKey | None = None, blocking: bool | None = None) -> AssetChecksDefinition:
     """The GE asset check for ``table`` (its suite), on ``asset_key`` (default: the
     table's own asset). Exposed so tests can attach it to toy assets."""
-    key = asset_key or asset_key_for(table)
+    key = asset_key or keys.asset_key(table)
 
     @asset_check(
         asset=key,

@@ -3,12 +3,14 @@ policies for every user -> ml.recommendations, and the dbt mart exploration_metr
 
 import time
 
-from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from models_ml import config, ranking, seqrec
+from models_ml import config
 from models_ml import warehouse as wh
-from orchestration.assets.ingestion import asset_key_path
+from models_ml.items import policies, seqrec
+from models_ml.items.sequences import load_training_data
 from orchestration.dbt import dbt_asset_group
+from orchestration.keys import asset_key
 from orchestration.metadata import markdown_table
 from orchestration.resources import WarehouseResource
 
@@ -19,10 +21,10 @@ ranking_dbt = dbt_asset_group(name="ranking_dbt_assets", group=GROUP, select="ta
 
 
 @asset(
-    key=asset_key_path(config.RANKER_EVALUATION),
+    key=asset_key(config.RANKER_EVALUATION),
     group_name=GROUP,
     kinds={"pytorch", "duckdb"},
-    deps=[AssetKey(["stg_interactions"]), AssetKey(asset_key_path(config.RAW_ITEMS))],
+    deps=[asset_key(config.STG_INTERACTIONS), asset_key(config.RAW_ITEMS)],
     description=(
         "Train the SASRec sequence recommender on positive item sequences (leave-last-out), "
         "save it under IE_MODELS_DIR/sasrec, and write HR@10/NDCG@10 of it and of a popularity "
@@ -31,7 +33,7 @@ ranking_dbt = dbt_asset_group(name="ranking_dbt_assets", group=GROUP, select="ta
 )
 def ranker_evaluation(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     with warehouse.connect() as con:
-        seqs, catalog = seqrec.load_training_data(con)
+        seqs, catalog = load_training_data(con)
     # No connection is held while training (single-writer DuckDB, in-process executor).
     cfg = seqrec.SeqRecConfig(**config.seqrec_overrides())
     context.log.info(f"training SASRec on {len(seqs)} users, {catalog.n_items} items, {seqs.items.size} positives")
@@ -62,15 +64,15 @@ def ranker_evaluation(context: AssetExecutionContext, warehouse: WarehouseResour
 
 
 @asset(
-    key=asset_key_path(config.RECOMMENDATIONS),
+    key=asset_key(config.RECOMMENDATIONS),
     group_name=GROUP,
     kinds={"pytorch", "duckdb"},
     deps=[
-        AssetKey(asset_key_path(config.RANKER_EVALUATION)),
-        AssetKey(asset_key_path(config.NOVEL_INTEREST_TRANSITIONS)),
-        AssetKey(asset_key_path(config.ITEM_CLUSTERS)),
-        AssetKey(["user_cluster_sequences"]),
-        AssetKey(["stg_interactions"]),
+        asset_key(config.RANKER_EVALUATION),
+        asset_key(config.NOVEL_INTEREST_TRANSITIONS),
+        asset_key(config.ITEM_CLUSTERS),
+        asset_key(config.USER_CLUSTER_SEQUENCES),
+        asset_key(config.STG_INTERACTIONS),
     ],
     description=(
         "Slates for every user: explore (last K distinct clusters -> lookup table -> novel "
@@ -80,10 +82,10 @@ def ranker_evaluation(context: AssetExecutionContext, warehouse: WarehouseResour
 )
 def recommendations(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     loaded = seqrec.load(config.ranker_dir())
-    k, chunk = config.slate_k(), config.ranking_chunk_users()
+    slate_size, chunk = config.slate_size(), config.ranking_chunk_users()
     t0 = time.perf_counter()
     with warehouse.connect() as con:
-        stats = ranking.generate_all(con, loaded, k, chunk_users=chunk)
+        stats = policies.generate_all(con, loaded, slate_size, chunk_users=chunk)
     seconds = time.perf_counter() - t0
     d = stats.as_dict()
     context.log.info(f"recommendations: {d}")
@@ -97,7 +99,7 @@ def recommendations(context: AssetExecutionContext, warehouse: WarehouseResource
             "explore_target_model_fallback": MetadataValue.int(stats.explore_model_fallback),
             "explore_no_novel_cluster": MetadataValue.int(stats.explore_no_novel_cluster),
             "short_slates": MetadataValue.json(stats.short_slates),
-            "slate_k": MetadataValue.int(k),
+            "slate_size": MetadataValue.int(slate_size),
             "level": MetadataValue.int(config.llm_level()),
             "model_version": loaded.model_version,
             "seconds": MetadataValue.float(round(seconds, 2)),

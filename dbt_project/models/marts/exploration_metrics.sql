@@ -1,5 +1,5 @@
 {#-
-    Exploration metrics per recommendation policy (DESIGN sections 4 and 6), at the LLM
+    Exploration metrics per recommendation policy, at the LLM
     level var('level'). Grain: policy x metric.
 
     Only slates of users with at least one positive interaction are scored, so every
@@ -7,7 +7,7 @@
     would give the popular policy a trivial novelty of 1).
 
     - novelty_rate: mean over slates of the share of items whose cluster the user never
-      consumed positively (DESIGN section 4).
+      consumed positively.
     - distinct_clusters_per_slate: mean number of distinct clusters in a slate.
     - cluster_coverage: distinct recommended clusters / clusters with items at the level.
     - catalog_coverage: distinct recommended items / catalog items.
@@ -27,7 +27,7 @@ recommendations as (
         item_id,
         cluster_id
 
-    from {{ source('ml', 'recommendations') }}
+    from {{ ref('stg_recommendations') }}
 
 ),
 

@@ -10,7 +10,7 @@ with
 
 transitions as (
 
-    select * from {{ source('ml', 'novel_interest_transitions') }}
+    select * from {{ ref('stg_novel_interest_transitions') }}
 
 ),
 

@@ -1,48 +1,12 @@
 -- A user's positive events in time order (ties broken by item_id) mapped to clusters,
 -- consecutive repeats of a cluster collapsed into one position.
--- Speed: the timeline is sorted once per user before the fan-out to levels, so the
--- per-level windows order by an integer; runs are read off their boundary rows
--- (first and last event of a run) instead of grouping every event.
+-- Speed: runs are read off their boundary rows (first and last event of a run) instead
+-- of grouping every event.
 with
-
-positives as (
-
-    select * from {{ ref('int_positive_events') }}
-
-),
-
-item_clusters as (
-
-    select * from {{ ref('stg_item_clusters') }}
-
-),
-
-timeline as (
-
-    select
-        user_id,
-        item_id,
-        event_ts,
-        row_number() over (partition by user_id order by event_ts, item_id) as event_pos
-
-    from positives
-
-),
 
 mapped as (
 
-    -- inner join: every item has a cluster at every level (assert_every_item_clustered_at_every_level)
-    select
-        timeline.user_id,
-        item_clusters.level,
-        item_clusters.cluster_id,
-        timeline.event_pos,
-        timeline.event_ts
-
-    from timeline
-
-    inner join item_clusters
-        on timeline.item_id = item_clusters.item_id
+    select * from {{ ref('int_positive_cluster_events') }}
 
 ),
 

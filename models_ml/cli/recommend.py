@@ -1,5 +1,6 @@
-"""`recommend --user U --k 10 [--policy explore|baseline|popular]`: one user's slate with
-titles and cluster descriptions, and why (history clusters, then the novel cluster).
+"""`recommend --user U --slate-size 10 [--policy explore|baseline|popular]`: one user's
+slate with titles and cluster descriptions, and why (history clusters, then the novel
+cluster). ``--k`` is kept as an alias of ``--slate-size`` for existing scripts.
 
 Reads the warehouse (DUCKDB_DATABASE) read-only and the trained ranker (IE_MODELS_DIR).
 Exit codes: 0 ok, 2 bad input (unknown user, no positive history, bad arguments),
@@ -11,18 +12,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from models_ml import config, ranking
+from models_ml import config
+from models_ml.items import online
+from models_ml.lookup import StaleLookupError, UnknownUserError
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recommend", description=__doc__.split("\n\n")[0])
     p.add_argument("--user", required=True, help="user_id as in raw.interactions")
-    p.add_argument("--k", type=int, default=None, help="slate size (default IE_SLATE_K or 10)")
+    p.add_argument("--slate-size", "--k", dest="slate_size", type=int, default=None,
+                   help="items in the slate (default IE_SLATE_SIZE or 10); --k is an alias")
     p.add_argument("--policy", choices=config.POLICIES, default="explore")
     return p
 
 
-def format_recommendation(rec: ranking.Recommendation) -> str:
+def format_recommendation(rec: online.Recommendation) -> str:
     lines = [f"user {rec.user_id} - policy {rec.policy} - model {rec.model_version}", rec.explain(), ""]
     if rec.items.is_empty():
         lines.append("no items: every eligible item was already consumed")
@@ -34,10 +38,10 @@ def format_recommendation(rec: ranking.Recommendation) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        rec = ranking.recommend(args.user, args.k, args.policy)
-    except (ranking.UnknownUserError, ranking.NoPositiveHistoryError, ValueError) as exc:
+        rec = online.recommend(args.user, args.slate_size, args.policy)
+    except (UnknownUserError, online.NoPositiveHistoryError, ValueError) as exc:
         # StaleLookupError is a ValueError too, but it is a pipeline state problem.
-        code = 3 if isinstance(exc, ranking.StaleLookupError) else 2
+        code = 3 if isinstance(exc, StaleLookupError) else 2
         print(f"recommend: {exc}", file=sys.stderr)
         return code
     except (FileNotFoundError, LookupError) as exc:

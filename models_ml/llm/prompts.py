@@ -13,9 +13,9 @@ is one cluster description followed by the end-of-sequence token::
 Why this layout:
 - The instruction comes first and each history cluster is its own segment, so all
   histories starting with the same clusters share a token prefix whose KV cache pair
-  inference computes once (models_ml.llm.decoding.TokenTree). Segments are tokenised
-  separately and concatenated (models_ml.llm.tokens), identically in fine-tuning and
-  inference.
+  inference computes once (models_ml.llm.decoding.TokenTree). :meth:`PromptFormat.segments`
+  is the one assembly of a prompt; models_ml.llm.tokens tokenises its segments
+  separately and concatenates them, identically in fine-tuning and inference.
 - What follows the last cluster is repeated for every history (N x (N-1) times at
   K = 2), so it is two tokens ("\\n+"). A chat template would add six
   (``<|im_end|>\\n<|im_start|>assistant\\n``) to every history and to every training
@@ -53,9 +53,6 @@ class PromptFormat:
             raise ValueError("a prompt needs at least one history cluster description")
         k = len(descriptions)
         return [self.head] + [self.item(d, i == 0, i == k - 1) for i, d in enumerate(descriptions)]
-
-    def render(self, descriptions: Sequence[str]) -> str:
-        return "".join(self.segments(descriptions))
 
     def answer(self, description: str) -> str:
         """Answer text; the end-of-sequence token is appended as a token id."""
