@@ -56,7 +56,7 @@ class Params:
     positive_threshold: float
     max_per_label: int
     max_per_history: int
-    top_m: int  # lookup-table ranks per history (at most)
+    top_m: int | None  # lookup-table ranks per history (at most); None: every novel cluster
     slate_size: int  # recommendations per slate (at most)
     levels: tuple[int, ...] = config.LEVELS
 
@@ -405,11 +405,17 @@ def item_clusters_suite(p: Params, existing: frozenset[str] = frozenset()) -> Su
     )
 
 
-def novel_interest_transitions_suite(p: Params, existing: frozenset[str] = frozenset()) -> Suite:
-    t, c = config.NOVEL_INTEREST_TRANSITIONS, config.CLUSTERS
+def _lookup_suite(table: str, p: Params, keys: tuple[str, ...]) -> Suite:
+    """A lookup table: per ``keys`` (level, k and maybe policy) and history, ranked
+    novel clusters with scores; every ordered history of the LLM level and K covered."""
+    c = config.CLUSTERS
+    key_list = ", ".join(keys)
+    extra = {"policy": STR} if "policy" in keys else {}
+    by_policy = "policy" in keys
     return _build(
-        t,
+        table,
         {
+            **extra,
             "level": INT,
             "k": INT,
             "history": INT_LIST,
@@ -419,7 +425,7 @@ def novel_interest_transitions_suite(p: Params, existing: frozenset[str] = froze
             "model_version": STR,
         },
         [
-            *_not_null("level", "k", "history", "rank", "next_cluster_id", "score", "model_version"),
+            *_not_null(*extra, "level", "k", "history", "rank", "next_cluster_id", "score", "model_version"),
             *_levels(p),
             *_not_blank("model_version"),
             Check("k_positive", E.ExpectColumnValuesToBeBetween(column="k", min_value=1)),
@@ -427,17 +433,17 @@ def novel_interest_transitions_suite(p: Params, existing: frozenset[str] = froze
             Check("score_in_unit_interval", E.ExpectColumnValuesToBeBetween(column="score", min_value=0, max_value=1)),
             Check(
                 "unique_history_rank",
-                E.ExpectCompoundColumnsToBeUnique(column_list=["level", "k", "history_key", "rank"]),
+                E.ExpectCompoundColumnsToBeUnique(column_list=[*keys, "history_key", "rank"]),
             ),
             Check(
                 "unique_history_next",
-                E.ExpectCompoundColumnsToBeUnique(column_list=["level", "k", "history_key", "next_cluster_id"]),
+                E.ExpectCompoundColumnsToBeUnique(column_list=[*keys, "history_key", "next_cluster_id"]),
                 description="a novel cluster is listed once per history",
             ),
         ],
         [
-            *_history_violations(t, p, "returned as its own novel interest"),
-            *_ranking_violations(t, "level, k, history", "ranks of each history are 1..m"),
+            *_history_violations(table, p, "returned as its own novel interest"),
+            *_ranking_violations(table, f"{key_list}, history", "ranks of each history are 1..m"),
             _violation(
                 "every_history_covered",
                 f"""
@@ -450,21 +456,37 @@ def novel_interest_transitions_suite(p: Params, existing: frozenset[str] = froze
                     from histories as h
                     join level_clusters as lc on not list_contains(h.history, lc.cluster_id)
                     where h.depth < {p.history_len}
+                ), owners as (
+                    select distinct {"policy" if by_policy else "'lookup' as policy"} from {table}
+                    where level = {p.llm_level} and k = {p.history_len}
                 ), covered as (
-                    select distinct cast(history as bigint[]) as history from {t}
+                    select distinct {"policy" if by_policy else "'lookup' as policy"},
+                        cast(history as bigint[]) as history from {table}
                     where level = {p.llm_level} and k = {p.history_len}
                 )
-                select {p.llm_level} as level, {p.history_len} as k, h.history from histories as h
+                select {"o.policy, " if by_policy else ""}{p.llm_level} as level, {p.history_len} as k, h.history
+                from histories as h cross join {"owners" if by_policy else "(select 'lookup' as policy)"} as o
                 where h.depth = {p.history_len}
-                  and not exists (select 1 from covered where covered.history = h.history)
-                order by h.history
+                  and not exists (
+                      select 1 from covered where covered.policy = o.policy and covered.history = h.history
+                  )
+                order by all
                 """,
-                f"every ordered history of k={p.history_len} distinct level-{p.llm_level} clusters has a row",
+                f"every ordered history of k={p.history_len} distinct level-{p.llm_level} clusters has a row"
+                + (" for every policy" if by_policy else ""),
                 (c,),
             ),
         ],
-        table_sql=f"select *, cast(history as varchar) as history_key from {t}",
+        table_sql=f"select *, cast(history as varchar) as history_key from {table}",
     )
+
+
+def novel_interest_transitions_suite(p: Params, existing: frozenset[str] = frozenset()) -> Suite:
+    return _lookup_suite(config.NOVEL_INTEREST_TRANSITIONS, p, ("level", "k"))
+
+
+def policy_lookups_suite(p: Params, existing: frozenset[str] = frozenset()) -> Suite:
+    return _lookup_suite(config.POLICY_LOOKUPS, p, ("policy", "level", "k"))
 
 
 def recommendations_suite(p: Params, existing: frozenset[str] = frozenset()) -> Suite:
@@ -579,6 +601,7 @@ SUITE_BUILDERS = {
     config.CLUSTERS: clusters_suite,
     config.ITEM_CLUSTERS: item_clusters_suite,
     config.NOVEL_INTEREST_TRANSITIONS: novel_interest_transitions_suite,
+    config.POLICY_LOOKUPS: policy_lookups_suite,
     config.RECOMMENDATIONS: recommendations_suite,
 }
 # Tables with a suite, in pipeline order.

@@ -39,6 +39,10 @@ NOVEL_TRANSITION_EXAMPLES = "main.novel_transition_examples"
 TRAINING_PAIRS = "main.training_pairs"
 UCI_AT_N = "main.uci_at_n"
 TRANSITION_LOOKUP = "main.transition_lookup"
+SUCCESSOR_COUNTS = "main.successor_counts"
+COUNT_LOOKUPS = "main.count_lookups"
+LOOKUP_EVALUATION = "main.lookup_evaluation"
+POLICY_LOOKUPS = "ml.policy_lookups"
 EXPLORATION_METRICS = "main.exploration_metrics"
 STG_INTERACTIONS = "main.stg_interactions"
 
@@ -131,6 +135,8 @@ def cluster_sizes(n_items: int) -> tuple[int, int]:
 
 
 # ---- dbt vars: the one home of set-based parameters -------------------------
+SPLIT_MODES = ("user", "time")  # how novel transitions are split into train and eval
+
 _VAR_ENV = {
     "k": ("IE_K", int),
     "level": ("IE_LEVEL", int),
@@ -139,6 +145,9 @@ _VAR_ENV = {
     "max_per_label": ("IE_MAX_PER_LABEL", int),
     "max_per_history": ("IE_MAX_PER_HISTORY", int),
     "eval_share": ("IE_EVAL_SHARE", float),
+    "split_mode": ("IE_SPLIT_MODE", str),
+    "validation_share": ("IE_VALIDATION_SHARE", float),
+    "bootstrap_samples": ("IE_BOOTSTRAP_SAMPLES", int),
     "history_lookback": ("IE_HISTORY_LOOKBACK", int),
     "seed": ("IE_SEED", int),
 }
@@ -159,6 +168,8 @@ def dbt_vars() -> dict:
             out[var] = value
     if out.get("novelty_mode") not in ("strict", "local"):
         raise ValueError(f"novelty_mode must be 'strict' or 'local', got {out.get('novelty_mode')!r}")
+    if out.get("split_mode") not in SPLIT_MODES:
+        raise ValueError(f"split_mode must be one of {SPLIT_MODES}, got {out.get('split_mode')!r}")
     if int(out["k"]) < 1:
         raise ValueError(f"k must be >= 1, got {out['k']}")
     return out
@@ -168,6 +179,11 @@ def history_len() -> int:
     """History length K: the user's last K distinct clusters the LLM reads (paper: 2).
     The dbt var and the table column are called ``k``."""
     return int(dbt_vars()["k"])
+
+
+def split_mode() -> str:
+    """'user' (eval = a share of users) or 'time' (eval = the latest transitions)."""
+    return str(dbt_vars()["split_mode"])
 
 
 def llm_level() -> int:
@@ -226,9 +242,11 @@ def base_model() -> Path | None:
     return Path(path).expanduser().resolve() if path else None
 
 
-def llm_top_m() -> int:
-    """IE_LLM_TOP_M: novel clusters per history in the lookup table (default 5)."""
-    return env_int("IE_LLM_TOP_M", 5, minimum=1)
+def llm_top_m() -> int | None:
+    """IE_LLM_TOP_M: novel clusters per history in the lookup table; unset (the
+    default) stores every cluster outside the history, so serving always finds one the
+    user has not consumed, and evaluation can rank all of them."""
+    return env_int("IE_LLM_TOP_M", None, minimum=1)
 
 
 def llm_finetune_steps() -> int:

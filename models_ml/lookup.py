@@ -143,7 +143,8 @@ def next_interests(
     history_len: int | None = None,
     m: int | None = None,
 ) -> pl.DataFrame:
-    """Up to ``m`` novel clusters for ``user_id`` (columns: :data:`RESULT_SCHEMA`)."""
+    """Up to ``m`` novel clusters for ``user_id`` (columns: :data:`RESULT_SCHEMA`);
+    ``m`` None: as many as the lookup stores."""
     level = config.llm_level() if level is None else level
     history_len = config.history_len() if history_len is None else history_len
     m = config.llm_top_m() if m is None else m
@@ -154,7 +155,9 @@ def next_interests(
     known = con.execute(f"select count(*) from {config.STG_INTERACTIONS} where user_id = ?", [user_id]).fetchone()[0]
     if not known:
         raise UnknownUserError(f"user {user_id!r} has no interactions in {config.STG_INTERACTIONS}")
-    rows = lookup_candidates(con, level, history_len, [user_id]).filter(pl.col("rank") <= m)
+    rows = lookup_candidates(con, level, history_len, [user_id])
+    if m is not None:
+        rows = rows.filter(pl.col("rank") <= m)
     hist = user_histories(con, level, history_len, [user_id])
     history = [int(c) for c in hist["history"][0]] if hist.height else []
     if rows.height:
@@ -195,7 +198,7 @@ def _popular(con, user_id: str, level: int, m: int) -> pl.DataFrame:
         dict(counts.iter_rows()), described["cluster_id"].to_list(), exclude=consumed
     )
     total = sum(n for _, n in ranked)
-    top = ranked[:m]
+    top = ranked[:m] if m is not None else ranked
     return pl.DataFrame(
         {
             "rank": list(range(1, len(top) + 1)),

@@ -10,11 +10,11 @@ from dagster import (
     load_assets_from_modules,
 )
 
-from orchestration.assets import clusters, ingestion, llm, quality, ranking, warehouse_dbt
+from orchestration.assets import clusters, evaluation, ingestion, llm, quality, ranking, warehouse_dbt
 from orchestration.dbt import dbt_cli_resource
 from orchestration.resources import default_warehouse
 
-ASSET_MODULES = [ingestion, clusters, warehouse_dbt, llm, quality, ranking]
+ASSET_MODULES = [ingestion, clusters, warehouse_dbt, llm, evaluation, quality, ranking]
 
 all_assets_job = define_asset_job("all_assets", selection="*")
 # Re-validate the current warehouse with every GE gate, materializing nothing.

@@ -146,6 +146,8 @@ def frames() -> dict[str, pl.DataFrame]:
         },
         orient="row",
     )
+    # the comparison lookups: the same rows under two policies
+    policy_lookups = pl.concat([nit.select(pl.lit(p).alias("policy"), pl.all()) for p in ("zero_shot", "markov_smoothed")])
     recs = pl.DataFrame(
         [(p, u, r, i, FINE[i], s, t) for p, u, r, i, s, t in RECOMMENDATIONS],
         schema={
@@ -166,6 +168,7 @@ def frames() -> dict[str, pl.DataFrame]:
         config.ITEM_CLUSTERS: item_clusters,
         config.TRAINING_PAIRS: training_pairs,
         config.NOVEL_INTEREST_TRANSITIONS: nit,
+        config.POLICY_LOOKUPS: policy_lookups,
         config.RECOMMENDATIONS: recs,
     }
 

@@ -10,44 +10,70 @@ import pytest
 from models_ml import clusters, config
 
 
-def test_descriptions_pick_distinctive_terms():
+def test_item_terms_read_metadata_lists_and_prose():
+    # a term list: its terms, lower-cased, stop words and person names dropped, each once
+    assert clusters.item_terms("Action, Sci-Fi, 1990s, time travel, Stephen King, the, action") == [
+        "action", "sci-fi", "1990s", "time travel"]
+    # prose: words and two-word phrases without stop words
+    assert clusters.item_terms("Sourdough bread for the oven") == [
+        "sourdough", "bread", "oven", "sourdough bread", "bread oven"]
+
+
+def test_person_names_are_first_name_phrases():
+    assert clusters.is_person_name("will ferrell") and clusters.is_person_name("leonardo dicaprio")
+    assert not clusters.is_person_name("dark comedy") and not clusters.is_person_name("time travel")
+    assert not clusters.is_person_name("will")  # one word is a topic, not a name
+
+
+def test_distinctive_terms_rank_by_class_tfidf():
     # cluster 0 items: {apple, pie}, {apple, tart}; cluster 1: {apple, jazz}, {jazz, guitar}
-    # doc freq totals: apple 3, pie 1, tart 1, jazz 2, guitar 1; avg cluster size 2.
-    # c0: apple 2/2*ln(1+2/3)=0.511, pie 1/2*ln(1+2/1)=0.549, tart 0.549 -> "pie, tart" (tie: alphabetical)
-    # c1: jazz 2/2*ln(1+2/2)=0.693, guitar 0.549, apple 1/2*ln(1+2/3)=0.255 -> "jazz, guitar"
+    # doc freq totals: apple 3, pie 1, tart 1, jazz 2, guitar 1; mean cluster size 2.
+    # c0: apple 2/2*ln(1+2/3)=0.511, pie 1/2*ln(1+2/1)=0.549, tart 0.549 -> pie, tart (alphabetical), apple
+    # c1: jazz 2/2*ln(1+2/2)=0.693, guitar 0.549, apple 1/2*ln(1+2/3)=0.255
     labels = np.array([0, 0, 1, 1])
-    tokens = [["apple", "pie"], ["apple", "tart"], ["apple", "jazz"], ["jazz", "guitar"]]
-    assert clusters.describe_clusters(labels, tokens) == {0: "pie, tart", 1: "jazz, guitar"}
+    terms = [["apple", "pie"], ["apple", "tart"], ["apple", "jazz"], ["jazz", "guitar"]]
+    assert clusters.distinctive_terms(labels, terms) == {0: ["pie", "tart", "apple"], 1: ["jazz", "guitar", "apple"]}
+    assert clusters.distinctive_terms(labels, terms, n=1) == {0: ["pie"], 1: ["jazz"]}
 
 
-def test_descriptions_are_made_unique():
-    # Six items per cluster, all with alpha and beta; one item each adds gamma (c0) or delta (c1).
-    # totals: alpha 12, beta 12, gamma 1, delta 1; avg size 6.
-    # c0: alpha = beta = 6/6*ln(1+6/12) = 0.405 > gamma = 1/6*ln(1+6/1) = 0.324, so both
-    # clusters start as "alpha, beta"; the collision adds the third term.
-    labels = np.array([0] * 6 + [1] * 6)
-    tokens = [["alpha", "beta", "gamma"]] + [["alpha", "beta"]] * 5 + [["alpha", "beta", "delta"]] + [["alpha", "beta"]] * 5
-    desc = clusters.describe_clusters(labels, tokens)
-    assert desc == {0: "alpha, beta, gamma", 1: "alpha, beta, delta"}
-    # Identical token sets cannot be told apart by terms: the id keeps them unique.
-    same = clusters.describe_clusters(np.array([0, 1]), [["alpha", "beta"], ["alpha", "beta"]])
-    assert len(set(same.values())) == 2 and same[0].endswith("#0") and same[1].endswith("#1")
+def _bag_embedder(vocab: list[str]):
+    """A transparent embedder for hand-worked tests: a description is the sum of
+    one-hot vectors of its terms (normalised by the caller)."""
+    def embed(texts):
+        out = np.zeros((len(texts), len(vocab)))
+        for i, t in enumerate(texts):
+            for term in t.split(clusters.TERM_SEPARATOR):
+                out[i, vocab.index(term)] += 1.0
+        return out
+    return embed
 
 
-def test_tokenize_drops_stopwords_numbers_and_short_words():
-    assert clusters.tokenize("The Toy Story (1995) of a sci-fi robot, and IMAX") == [
-        "toy",
-        "sci-fi",
-        "robot",
-        "imax",
-    ]
+def test_descriptions_maximise_the_margin_to_other_centroids_and_stay_unique():
+    # axes: jazz, guitar, bread, oven. Centroids: c0 = jazz-heavy (1, .2, 0, 0),
+    # c1 = (.2, 1, 0, 0) guitar-heavy, c2 = bread/oven (0, 0, 1, 1).
+    vocab = ["jazz", "guitar", "bread", "oven"]
+    cents = np.array([[1.0, 0.2, 0, 0], [0.2, 1.0, 0, 0], [0, 0, 1.0, 1.0]])
+    cands = {0: ["jazz", "guitar"], 1: ["jazz", "guitar"], 2: ["bread", "oven"]}
+    desc = clusters.describe_level([0, 1, 2], cents, cands, _bag_embedder(vocab))
+    # c0: "jazz" has cos 0.981 to c0 and 0.196 to c1 (margin 0.784); "jazz, guitar" is
+    # equally close to both (margin 0) -> "jazz". c1 likewise "guitar". c2: "bread, oven"
+    # (cos 1.0, margin 1.0) beats "bread" alone (0.707).
+    assert desc == {0: "jazz", 1: "guitar", 2: "bread, oven"}
+    # two clusters with the same candidates and the same centroid cannot both take the
+    # best one: the second takes its next best, never a duplicate
+    same = clusters.describe_level([0, 1], np.array([[1.0, 0, 0, 0], [1.0, 0, 0, 0]]),
+                                   {0: ["jazz"], 1: ["jazz"]}, _bag_embedder(vocab))
+    assert len(set(same.values())) == 2 and same[0] == "jazz" and same[1] == "jazz #1"
 
 
-def test_movielens_template_words_are_not_terms():
-    # "Tags:" appears only in tagged movies' text, so it would otherwise be their most
-    # distinctive term; the template's own words never reach a description.
-    text = "Heat (1995). Genres: Action, Crime. Tags: (no genres listed), pacino"
-    assert clusters.tokenize(text) == ["heat", "action", "crime", "pacino"]
+def test_quality_counts_self_retrieval_and_topical_terms():
+    vocab = ["jazz", "guitar", "bread", "oven"]
+    cents = np.array([[1.0, 0, 0, 0], [0, 0, 1.0, 0]])
+    embed = _bag_embedder(vocab)
+    good = clusters.quality({0: "jazz", 1: "bread, oven"}, cents, [0, 1], {"jazz", "bread"}, embed)
+    assert good == {"self_retrieval": 1.0, "topical_share": 2 / 3, "clusters": 2.0}
+    swapped = clusters.quality({0: "bread", 1: "jazz"}, cents, [0, 1], set(vocab), embed)
+    assert swapped["self_retrieval"] == 0.0 and swapped["topical_share"] == 1.0
 
 
 THEMES = {
@@ -98,17 +124,24 @@ def test_hierarchy_and_counts_are_consistent(clustered):
         assert parents[fine] == coarse
 
 
-def test_descriptions_unique_within_level_and_fine_clusters_recover_themes(clustered):
+def test_descriptions_unique_within_level_and_fine_clusters_recover_themes(clustered, small_catalog):
     cl, ic = clustered.clusters, clustered.item_clusters
+    # descriptions name their own cluster best, from the items' own terms
+    for level in config.LEVELS:
+        assert clustered.quality[level]["self_retrieval"] == 1.0
+        assert clustered.quality[level]["topical_share"] == 1.0
     for level in config.LEVELS:
         desc = cl.filter(pl.col("level") == level)["description"]
         assert desc.n_unique() == desc.len() and desc.str.len_chars().min() > 0
     fine = ic.filter(pl.col("level") == config.FINE_LEVEL).with_columns(theme=pl.col("item_id").str.slice(0, 3))
     # four clear themes, four clusters: each theme lands in exactly one cluster
     assert fine.group_by("theme").agg(pl.col("cluster_id").n_unique())["cluster_id"].to_list() == [1, 1, 1, 1]
-    words = " ".join(cl.filter(pl.col("level") == config.FINE_LEVEL)["description"])
-    for term in ("baking", "running", "jazz", "space"):
-        assert term in words
+    # every description term is a term of the cluster's own items
+    terms = {item: set(clusters.item_terms(text)) for item, text in small_catalog.iter_rows()}
+    for cid, description in cl.filter(pl.col("level") == config.FINE_LEVEL).select("cluster_id", "description").iter_rows():
+        members = fine.filter(pl.col("cluster_id") == cid)["item_id"].to_list()
+        own = set().union(*(terms[i] for i in members))
+        assert set(description.split(clusters.TERM_SEPARATOR)) <= own, (description, members)
 
 
 def test_bad_input_is_named():

@@ -16,7 +16,7 @@ from models_ml import config
 from models_ml import warehouse as wh
 
 I, IT, C, IC = config.RAW_INTERACTIONS, config.RAW_ITEMS, config.CLUSTERS, config.ITEM_CLUSTERS
-NIT, R = config.NOVEL_INTEREST_TRANSITIONS, config.RECOMMENDATIONS
+NIT, PL, R = config.NOVEL_INTEREST_TRANSITIONS, config.POLICY_LOOKUPS, config.RECOMMENDATIONS
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ def _c(table, name, sql, check):
 U1 = "user_id = 'u1' and item_id = 'i1'"
 H01 = "history = [0, 1]"
 R_U1 = "policy = 'baseline' and user_id = 'u1'"
+PL_ZS = "policy = 'zero_shot'"
 
 CORRUPTIONS = [
     # raw.interactions
@@ -133,6 +134,33 @@ CORRUPTIONS = [
     _c(NIT, "score_varchar", f"alter table {NIT} alter score type varchar", "type_score"),
     _c(NIT, "history_varchar", f"alter table {NIT} alter history type varchar", "type_history"),
     _c(NIT, "missing_model_version", f"alter table {NIT} drop column model_version", "columns_present"),
+    # ml.policy_lookups (the comparison lookups: the lookup rules per policy)
+    *[_c(PL, f"null_{col}", f"update {PL} set {col} = null where {PL_ZS} and {H01} and rank = 1", f"not_null_{col}")
+      for col in ("policy", "level", "k", "history", "rank", "next_cluster_id", "score", "model_version")],
+    _c(PL, "score_above_1", f"update {PL} set score = 1.5 where {PL_ZS} and {H01} and rank = 1", "score_in_unit_interval"),
+    _c(PL, "rank_zero", f"update {PL} set rank = 0 where {PL_ZS} and {H01} and rank = 1", "rank_in_range"),
+    _c(PL, "rank_above_top_m", f"insert into {PL} select policy, level, k, history, 3, 9, 0.1, model_version from {PL} "
+       f"where {PL_ZS} and {H01} and rank = 1", "rank_in_range"),
+    # a duplicate within one policy is a defect; the same rows under two policies are not
+    _c(PL, "duplicate_rank", f"update {PL} set rank = 1, score = 0.7 where {PL_ZS} and {H01} and rank = 2",
+       "unique_history_rank"),
+    _c(PL, "duplicate_next", f"update {PL} set next_cluster_id = 2 where {PL_ZS} and {H01} and rank = 2",
+       "unique_history_next"),
+    _c(PL, "history_cluster_as_novel", f"update {PL} set next_cluster_id = 0 where {PL_ZS} and {H01} and rank = 1",
+       "next_not_in_history"),
+    _c(PL, "history_too_long", f"update {PL} set history = [0, 1, 2] where {PL_ZS} and {H01}", "history_length_is_k"),
+    _c(PL, "history_repeats", f"update {PL} set history = [1, 1] where {PL_ZS} and {H01}", "history_clusters_distinct"),
+    _c(PL, "unknown_next_cluster", f"update {PL} set next_cluster_id = 9 where {PL_ZS} and {H01} and rank = 2",
+       "clusters_exist_at_level"),
+    _c(PL, "rank_gap", f"update {PL} set rank = 3 where {PL_ZS} and {H01} and rank = 2", "ranks_contiguous_from_1"),
+    _c(PL, "score_rises_with_rank", f"update {PL} set score = 0.9 where {PL_ZS} and {H01} and rank = 2",
+       "score_non_increasing_with_rank"),
+    # one policy missing a history is caught although the other policy has it
+    _c(PL, "history_not_covered", f"delete from {PL} where {PL_ZS} and history = [3, 2]", "every_history_covered"),
+    _c(PL, "blank_model_version", f"update {PL} set model_version = '' where {PL_ZS} and {H01}", "not_blank_model_version"),
+    _c(PL, "level_3", f"update {PL} set level = 3 where {PL_ZS} and {H01}", "level_in_levels"),
+    _c(PL, "k_zero", f"update {PL} set k = 0 where {PL_ZS} and {H01}", "k_positive"),
+    _c(PL, "missing_policy", f"alter table {PL} drop column policy", "columns_present"),
     # ml.recommendations
     *[_c(R, f"null_{col}", f"update {R} set {col} = null where {R_U1} and rank = 1", f"not_null_{col}")
       for col in ("policy", "user_id", "rank", "item_id", "cluster_id", "score")],
@@ -207,7 +235,7 @@ def test_good_warehouse_passes_every_suite(good_db):
     report = validate_warehouse(good_db, params=PARAMS)
     assert [s.table for s in report.suites] == list(TABLES)
     assert report.success, format_report(report)
-    assert {s.table: s.rows for s in report.suites} == {I: 8, IT: 8, C: 6, IC: 16, NIT: 24, R: 18}
+    assert {s.table: s.rows for s in report.suites} == {I: 8, IT: 8, C: 6, IC: 16, NIT: 24, PL: 48, R: 18}
     assert all(r.status == "passed" for s in report.suites for r in s.results)
 
 

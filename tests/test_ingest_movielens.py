@@ -52,7 +52,7 @@ def ml_latest(tmp_path: Path) -> Path:
     write(tmp_path / "movies.csv", "movieId,title,genres\n"
           "1,Toy Story (1995),Adventure|Animation|Children|Comedy|Fantasy\n"
           '2,"American President, The (1995)",Comedy|Drama|Romance\n'
-          '3,"Misérables, Les (1995)",(no genres listed)\n')
+          '3,"Misérables, Les",(no genres listed)\n')  # no genres, no year, no tags
     tags = [("1", "Pixar"), ("1", "pixar"), ("1", " PIXAR "), ("1", "fun"), ("1", "Fun"), ("1", "toys"),
             ("1", "buddy"), ("1", "cgi"), ("1", "animation"), ("2", "politics"), ("42", "orphan"), ("2", "")]
     write(tmp_path / "tags.csv", "userId,movieId,tag,timestamp\n"
@@ -72,16 +72,17 @@ def test_ml_latest_layout(ml_latest):
         ("2", "1", dt.datetime(2015, 10, 24, 19, 29, 54), 5.0),
         ("3", "3", dt.datetime(2015, 10, 24, 19, 29, 57), 4.5),
     ]
-    # top 5 tags by count, lower-cased and trimmed, ties alphabetical ("toys" is the 6th)
+    # the metadata, not the title: genres (lower-cased), the decade of the title's year,
+    # then the most used tags among those at least two users applied (lower-cased and
+    # trimmed): pixar (3 users), fun (2); toys, buddy, cgi, animation: one user each
     assert by_id(r.items, "1") == {
         "item_id": "1", "title": "Toy Story (1995)",
-        "text": "Toy Story (1995). Genres: Adventure, Animation, Children, Comedy, Fantasy. "
-                "Tags: pixar, fun, animation, buddy, cgi",
+        "text": "adventure, animation, children, comedy, fantasy, 1990s, pixar, fun",
     }
     assert by_id(r.items, "2")["title"] == "American President, The (1995)"
-    assert by_id(r.items, "2")["text"] == "American President, The (1995). Genres: Comedy, Drama, Romance. Tags: politics"
-    # no genres, no tags: the text falls back to the title, and the stats say so
-    assert by_id(r.items, "3") == {"item_id": "3", "title": "Misérables, Les (1995)", "text": "Misérables, Les (1995)"}
+    assert by_id(r.items, "2")["text"] == "comedy, drama, romance, 1990s"  # 'politics': one user
+    # no genres, no year, no shared tag: the text falls back to the title, and the stats say so
+    assert by_id(r.items, "3") == {"item_id": "3", "title": "Misérables, Les", "text": "Misérables, Les"}
     assert r.stats["items_text_from_title"] == 1
     assert reasons(r) == [
         ("ratings.csv", 4, v.NON_NUMERIC_ENGAGEMENT),
@@ -104,7 +105,7 @@ def test_ml_latest_layout(ml_latest):
 def test_tags_are_optional(ml_latest):
     (ml_latest / "tags.csv").unlink()
     r = load_source("movielens", ml_latest)
-    assert by_id(r.items, "1")["text"] == "Toy Story (1995). Genres: Adventure, Animation, Children, Comedy, Fantasy"
+    assert by_id(r.items, "1")["text"] == "adventure, animation, children, comedy, fantasy, 1990s"
     assert "tags.csv" not in r.stats["rows_read"]
 
 
@@ -144,11 +145,11 @@ def test_ml_100k_layout(ml_100k):
         ("22", "377", dt.datetime(1997, 11, 7, 7, 18, 36), 1.0),
         ("22", "1000", dt.datetime(1997, 11, 7, 7, 18, 37), 5.0),
     ]
-    assert by_id(r.items, "242")["text"] == "Kolya (1996). Genres: Comedy"
-    assert by_id(r.items, "302")["text"] == "L.A. Confidential (1997). Genres: Crime, Film-Noir, Mystery, Thriller"
-    assert by_id(r.items, "377")["text"] == "Heavyweights (1994). Genres: Children's, Comedy"
+    assert by_id(r.items, "242")["text"] == "comedy, 1990s"
+    assert by_id(r.items, "302")["text"] == "crime, film-noir, mystery, thriller, 1990s"
+    assert by_id(r.items, "377")["text"] == "children's, comedy, 1990s"
     # latin-1 title decoded; the 'unknown' genre flag is not a genre
-    assert by_id(r.items, "1000") == {"item_id": "1000", "title": "Café au Lait (1994)", "text": "Café au Lait (1994)"}
+    assert by_id(r.items, "1000") == {"item_id": "1000", "title": "Café au Lait (1994)", "text": "1990s"}
     assert reasons(r) == [("u.data", 5, v.EMPTY_ROW), ("u.data", 6, f"{v.WRONG_FIELD_COUNT} (got 3, expected 4)")]
     assert json.loads(r.rejected["raw_row"][1]) == {"line": "7\t242\t4"}
 
@@ -158,7 +159,7 @@ def test_ml_100k_genre_names_come_from_u_genre(ml_100k):
     lines = ML100K_GENRE.replace("Comedy|5", "Funny|5").splitlines()
     write(ml_100k / "u.genre", "\n".join(reversed(lines)) + "\n")
     r = load_source("movielens", ml_100k)
-    assert by_id(r.items, "377")["text"] == "Heavyweights (1994). Genres: Children's, Funny"
+    assert by_id(r.items, "377")["text"] == "children's, funny, 1990s"
 
 
 def test_ml_100k_bad_u_genre(ml_100k):
@@ -195,8 +196,8 @@ def test_ml_1m_layout(ml_1m):
         ("2", "73", dt.datetime(2000, 12, 31, 22, 12, 41), 4.0),
     ]
     assert by_id(r.items, "73") == {"item_id": "73", "title": "Misérables, Les (1995)",
-                                    "text": "Misérables, Les (1995). Genres: Drama, Musical"}
-    assert by_id(r.items, "2")["text"] == "Jumanji (1995). Genres: Adventure, Children's, Fantasy"
+                                    "text": "drama, musical, 1990s"}
+    assert by_id(r.items, "2")["text"] == "adventure, children's, fantasy, 1990s"
     assert reasons(r) == [
         ("ratings.dat", 4, v.DUPLICATE_EVENT),
         ("ratings.dat", 5, v.NON_NUMERIC_ENGAGEMENT),
@@ -210,7 +211,8 @@ def test_ml_1m_layout(ml_1m):
 def test_ml_10m_tags(ml_1m):
     write(ml_1m / "tags.dat", "15::2::Jungle::1215184630\n16::2::board game::1215184631\n17::2::jungle::1215184632\n")
     r = load_source("movielens", ml_1m)
-    assert by_id(r.items, "2")["text"] == "Jumanji (1995). Genres: Adventure, Children's, Fantasy. Tags: jungle, board game"
+    # 'jungle' (users 15 and 17) is shared; 'board game' (user 16 alone) is not
+    assert by_id(r.items, "2")["text"] == "adventure, children's, fantasy, 1990s, jungle"
     assert r.stats["rows_read"]["tags.dat"] == 3
 
 
@@ -240,7 +242,8 @@ def test_real_ml_latest_small():
     assert r.interactions["user_id"].n_unique() == 610
     toy = by_id(r.items, "1")
     assert toy["title"] == "Toy Story (1995)"
-    assert "Animation" in toy["text"] and "pixar" in toy["text"]
+    assert toy["text"].startswith("adventure, animation, children, comedy, fantasy, 1990s") and "pixar" in toy["text"]
+    assert "Toy Story" not in toy["text"]
     assert by_id(r.items, "11")["title"] == "American President, The (1995)"
     assert by_id(r.items, "73")["title"] == "Misérables, Les (1995)"
     first = r.interactions.filter((pl.col("user_id") == "1") & (pl.col("item_id") == "1")).row(0)

@@ -134,3 +134,73 @@
 {% macro duckdb__ie_list_distinct_length(list_expr) -%}
     len(list_distinct({{ list_expr }}))
 {%- endmacro %}
+
+
+{#- A value of the ordered set at quantile q (an element of the set, not interpolated). -#}
+{% macro ie_quantile_disc(expr, q) %}
+    {{ return(adapter.dispatch('ie_quantile_disc', 'interest_explorer')(expr, q)) }}
+{% endmacro %}
+
+{% macro default__ie_quantile_disc(expr, q) -%}
+    percentile_disc({{ q }}) within group (order by {{ expr }})
+{%- endmacro %}
+
+{% macro duckdb__ie_quantile_disc(expr, q) -%}
+    quantile_disc({{ expr }}, {{ q }})
+{%- endmacro %}
+
+
+{#- An interpolated quantile of a numeric expression (aggregate). -#}
+{% macro ie_quantile_cont(expr, q) %}
+    {{ return(adapter.dispatch('ie_quantile_cont', 'interest_explorer')(expr, q)) }}
+{% endmacro %}
+
+{% macro default__ie_quantile_cont(expr, q) -%}
+    percentile_cont({{ q }}) within group (order by {{ expr }})
+{%- endmacro %}
+
+{% macro duckdb__ie_quantile_cont(expr, q) -%}
+    quantile_cont({{ expr }}, {{ q }})
+{%- endmacro %}
+
+
+{#- A typed empty list of integers. -#}
+{% macro ie_empty_int_list() %}
+    {{ return(adapter.dispatch('ie_empty_int_list', 'interest_explorer')()) }}
+{% endmacro %}
+
+{% macro default__ie_empty_int_list() -%}
+    cast(array[] as integer array)
+{%- endmacro %}
+
+{% macro duckdb__ie_empty_int_list() -%}
+    cast([] as integer[])
+{%- endmacro %}
+
+
+{#- Fail the statement with a message when cond is true (a guard inside a model). -#}
+{% macro ie_fail_if(cond, message_expr) %}
+    {{ return(adapter.dispatch('ie_fail_if', 'interest_explorer')(cond, message_expr)) }}
+{% endmacro %}
+
+{% macro default__ie_fail_if(cond, message_expr) -%}
+    case when {{ cond }} then cast(({{ message_expr }}) as integer) end
+{%- endmacro %}
+
+{% macro duckdb__ie_fail_if(cond, message_expr) -%}
+    case when {{ cond }} then error({{ message_expr }}) end
+{%- endmacro %}
+
+
+{#- The integers 1..n as a one-column relation `i` (n: a SQL expression or number). -#}
+{% macro ie_integers(n) %}
+    {{ return(adapter.dispatch('ie_integers', 'interest_explorer')(n)) }}
+{% endmacro %}
+
+{% macro default__ie_integers(n) -%}
+    (select i from generate_series(1, {{ n }}) as ie_series(i))
+{%- endmacro %}
+
+{% macro duckdb__ie_integers(n) -%}
+    (select range as i from range(1, ({{ n }}) + 1))
+{%- endmacro %}

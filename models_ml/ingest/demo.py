@@ -11,9 +11,10 @@ for any argument left as None):
 
 The world:
 - Items: each belongs to one theme (e.g. "sourdough baking" in "food and cooking").
-  Text = title + a sentence of 3-4 theme words, 1-2 category words and 2-3 generic
-  words shared by all themes; 10% of items borrow a word from a sibling theme, and
-  some themes share words ("crust", "climbing", "river"), so clustering is not trivial.
+  Text = the item's metadata terms: 4 theme words, 2 category words, a format and 3
+  generic words shared by all themes (the title is built from them but kept out of the
+  text); 10% of items borrow a word from a sibling theme, and some themes share words
+  ("crust", "climbing", "river"), so clustering is not trivial.
 - Theme transitions: each theme has 2-4 preferred successors (75% within its
   category), and each history (a, b) has its own preferred next theme, drawn once
   from succ(a) + succ(b). When a user moves on from the last two themes (a, b), the
@@ -193,13 +194,7 @@ GENERIC_WORDS = (
 )
 FORMATS = ("guide", "notes", "handbook", "podcast episode", "video", "workshop", "field notes", "primer",
            "masterclass", "diary", "newsletter", "tutorial")
-TEMPLATES = (
-    "{Fmt} on {w0}, {w1} and {w2}. {C0} {g0} for the {g1} crowd.",
-    "A {g0} {fmt} about {w0} and {w1}: {c0}, {w2}, {g1}.",
-    "{W0} {g0}: {w1}, {w2} and {w3}, with {c0} and {c1} {g1} from a {g2} {fmt}.",
-    "Everything about {w0}. {W1}, {w2}, {c0} {g0} and {g1}.",
-    "{G0} {fmt}: {w0} meets {w1}. {C0} {g1}, {w2} and {w3}.",
-)
+PROSE_TEMPLATES = 5  # item texts were once one of 5 prose templates: the draw stays, so a seed gives the same events
 TITLES = ("{T0} {Tfmt}", "The {T0} {Tfmt}: {T1} and {T2}", "{T0} and {T1}", "A {Tfmt} for {T0}",
           "{T0}, {T1} and {T2}", "Notes on {T0} and {T1}")
 
@@ -345,8 +340,9 @@ def _items(
                 fill[f"{prefix.upper()}{i}"] = w[:1].upper() + w[1:]
         fill.update({f"T{i}": string.capwords(w) for i, w in enumerate(words)}, Tfmt=string.capwords(fmt))
         title = TITLES[int(rng.integers(len(TITLES)))].format(**fill)
-        body = TEMPLATES[int(rng.integers(len(TEMPLATES)))].format(**fill)
-        titles[order[k]], texts[order[k]] = title, f"{title}. {body}"
+        rng.integers(PROSE_TEMPLATES)
+        # the item's metadata terms (what clustering reads); the title stays out of it
+        titles[order[k]], texts[order[k]] = title, ", ".join([*words, *cw, fmt, *gw])
     theme_of_id = np.empty(n_items, dtype=np.int64)
     theme_of_id[order] = item_theme
     items = pl.DataFrame({"item_id": ids, "title": titles, "text": texts})

@@ -7,9 +7,13 @@
 - ``ratings.dat`` + ``movies.dat`` (+ ``tags.dat``): ml-1m, ml-10m (``::``-separated, latin-1
   for ml-1m).
 
-Item text = ``"<title>. Genres: a, b. Tags: x, y"`` with the :data:`TOP_TAGS` most used tags
-(lower-cased, ties alphabetical). engagement = rating, event_ts from unix seconds, ids
-as strings. Text files are read as UTF-8, falling back to latin-1.
+Item text is the movie's topical metadata, never its title: ``"adventure, animation,
+1990s, pixar, time travel"`` = the genres (lower-cased), the release decade read from
+the title's year, and the :data:`TOP_TAGS` most used tags that at least
+:data:`MIN_TAG_USERS` different users applied somewhere in the data set (a tag only one
+user writes, like 'in netflix queue', names a habit, not a topic). A movie with none of
+these falls back to its title (counted in the stats). engagement = rating, event_ts from
+unix seconds, ids as strings. Text files are read as UTF-8, falling back to latin-1.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import polars as pl
 from models_ml.ingest import validate as v
 
 TOP_TAGS = 5
-GENRES_LABEL, TAGS_LABEL = "Genres", "Tags"
+MIN_TAG_USERS = 2
 NO_GENRES = "(no genres listed)"
 # ml-100k u.genre, used when the file is absent
 ML100K_GENRES = (
@@ -129,13 +133,15 @@ def read_lines(file: Path, sep: str, names: tuple[str, ...]) -> tuple[pl.DataFra
 
 
 # ---- shared assembly ----------------------------------------------------------
-def _tags_text(tags: pl.DataFrame | None, file: str, raw_cols: list[str], item_col: str, tag_col: str,
-               movie_ids: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(item_id, tags) with the top tags joined, and the rejected tag rows."""
+def _tags_text(tags: pl.DataFrame | None, file: str, raw_cols: list[str], user_col: str, item_col: str,
+               tag_col: str, movie_ids: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(item_id, tags) with the top shared tags joined, and the rejected tag rows."""
     if tags is None:
         return pl.DataFrame(schema={"item_id": pl.Utf8, "tags": pl.Utf8}), v.empty_rejected()
     tags = v.with_row_numbers(tags).with_columns(
-        v.clean_id(item_col).alias("__id"), pl.col(tag_col).str.strip_chars().str.to_lowercase().alias("__tag")
+        v.clean_id(item_col).alias("__id"),
+        pl.col(tag_col).str.strip_chars().str.to_lowercase().str.replace_all(r"[,;|]", " ").alias("__tag"),
+        pl.col(user_col).str.strip_chars().alias("__user"),
     )
     reason = (
         pl.when(pl.col("__id").is_null()).then(pl.lit(v.NULL_ITEM_ID))
@@ -144,8 +150,12 @@ def _tags_text(tags: pl.DataFrame | None, file: str, raw_cols: list[str], item_c
     )
     tags = tags.with_columns(reason.alias("__reason"))
     rejected = v.rejected_frame(v.mark_empty_rows(tags.filter(pl.col("__reason").is_not_null()), raw_cols), file, raw_cols)
-    top = (
+    shared = (
         tags.filter(pl.col("__reason").is_null())
+        .filter(pl.col("__user").n_unique().over("__tag") >= MIN_TAG_USERS)
+    )
+    top = (
+        shared
         .group_by("__id", "__tag").len()
         .sort(["__id", "len", "__tag"], descending=[False, True, False])
         .group_by("__id", maintain_order=True)
@@ -155,16 +165,21 @@ def _tags_text(tags: pl.DataFrame | None, file: str, raw_cols: list[str], item_c
     return top, rejected
 
 
-def _description(genres: pl.Expr, tags: pl.Expr) -> pl.Expr:
-    """'Genres: a, b. Tags: x, y' from whatever is present (null when neither is)."""
-    g = pl.when(genres.is_not_null() & (genres != "")).then(pl.concat_str([pl.lit(f"{GENRES_LABEL}: "), genres]))
-    t = pl.when(tags.is_not_null() & (tags != "")).then(pl.concat_str([pl.lit(f"{TAGS_LABEL}: "), tags]))
-    return pl.concat_str([g, t], separator=". ", ignore_nulls=True).replace("", None)
+def _decade(title: pl.Expr) -> pl.Expr:
+    """'1990s' from a title ending in its year, '(1995)'; null without one."""
+    year = title.str.extract(r"\((\d{4})\)\s*$", 1).cast(pl.Int32, strict=False)
+    return pl.when(year.is_not_null()).then(pl.format("{}s", (year // 10) * 10))
+
+
+def _topics(genres: pl.Expr, decade: pl.Expr, tags: pl.Expr) -> pl.Expr:
+    """'genre, genre, decade, tag, tag' from whatever is present (null when nothing is)."""
+    parts = [pl.when(e.is_not_null() & (e != "")).then(e) for e in (genres.str.to_lowercase(), decade, tags)]
+    return pl.concat_str(parts, separator=", ", ignore_nulls=True).replace("", None)
 
 
 def _assemble(
     path: Path, layout: Layout, *, movies: pl.DataFrame, movies_raw: list[str], ratings: pl.DataFrame,
-    ratings_cols: dict[str, str], ratings_raw: list[str], tags: pl.DataFrame | None, tags_cols: tuple[str, str],
+    ratings_cols: dict[str, str], ratings_raw: list[str], tags: pl.DataFrame | None, tags_cols: tuple[str, str, str],
     tags_raw: list[str], rejected: list[pl.DataFrame], rows_read: dict[str, int],
 ) -> v.IngestResult:
     """``movies`` has movie_col (raw id), title and __genres (', '-joined) columns."""
@@ -173,10 +188,9 @@ def _assemble(
     top_tags, tag_rejected = _tags_text(tags, layout.extra, tags_raw, *tags_cols, movie_ids)
     movies = movies.with_columns(v.clean_id("__movie_id").alias("__id")).join(
         top_tags, left_on="__id", right_on="item_id", how="left", maintain_order="left"
-    ).with_columns(_description(pl.col("__genres"), pl.col("tags")).alias("__desc"))
+    ).with_columns(_topics(pl.col("__genres"), _decade(pl.col("__title")), pl.col("tags")).alias("__desc"))
     items, item_rejected, notes = v.validate_items(
         movies, layout.movies, item_id="__movie_id", title="__title", text="__desc", raw_cols=movies_raw,
-        prefix_title=True,
     )
     interactions, inter_rejected = v.validate_interactions(
         ratings, layout.ratings, **ratings_cols, raw_cols=ratings_raw, known_items=items["item_id"]
@@ -193,7 +207,7 @@ def _load_csv_layout(path: Path, layout: Layout) -> v.IngestResult:
     ratings = read_csv(path / layout.ratings, ("userId", "movieId", "rating", "timestamp"))
     movies = read_csv(path / layout.movies, ("movieId", "title", "genres"))
     tags_file = path / layout.extra
-    tags = read_csv(tags_file, ("movieId", "tag")) if tags_file.is_file() else None
+    tags = read_csv(tags_file, ("userId", "movieId", "tag")) if tags_file.is_file() else None
     rows_read = {layout.ratings: ratings.height, layout.movies: movies.height}
     if tags is not None:
         rows_read[layout.extra] = tags.height
@@ -204,7 +218,7 @@ def _load_csv_layout(path: Path, layout: Layout) -> v.IngestResult:
     return _assemble(
         path, layout, movies=movies, movies_raw=movies_raw, ratings=ratings,
         ratings_cols=dict(user_id="userId", item_id="movieId", event_ts="timestamp", engagement="rating"),
-        ratings_raw=list(ratings.columns), tags=tags, tags_cols=("movieId", "tag"),
+        ratings_raw=list(ratings.columns), tags=tags, tags_cols=("userId", "movieId", "tag"),
         tags_raw=list(tags.columns) if tags is not None else [], rejected=[], rows_read=rows_read,
     )
 
@@ -227,7 +241,7 @@ def _load_dat_layout(path: Path, layout: Layout) -> v.IngestResult:
     return _assemble(
         path, layout, movies=movies, movies_raw=["movie_id", "title", "genres"], ratings=ratings,
         ratings_cols=dict(user_id="user_id", item_id="movie_id", event_ts="timestamp", engagement="rating"),
-        ratings_raw=list(r_names), tags=tags, tags_cols=("movie_id", "tag"), tags_raw=list(t_names),
+        ratings_raw=list(r_names), tags=tags, tags_cols=("user_id", "movie_id", "tag"), tags_raw=list(t_names),
         rejected=rejected, rows_read=rows_read,
     )
 
@@ -253,7 +267,7 @@ def _load_100k(path: Path, layout: Layout) -> v.IngestResult:
     return _assemble(
         path, layout, movies=movies, movies_raw=list(m_names), ratings=ratings,
         ratings_cols=dict(user_id="user_id", item_id="item_id", event_ts="timestamp", engagement="rating"),
-        ratings_raw=list(r_names), tags=None, tags_cols=("", ""), tags_raw=[],
+        ratings_raw=list(r_names), tags=None, tags_cols=("", "", ""), tags_raw=[],
         rejected=[r_rej, m_rej], rows_read={layout.ratings: r_n, layout.movies: m_n},
     )
 

@@ -177,15 +177,13 @@ def validate_items(
     title: str,
     text: str,
     raw_cols: Sequence[str],
-    prefix_title: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """Items (item_id, title, text) kept, rows rejected, and notes for stats.
 
     Rules, in order: empty row; null item_id; no title and no text ('item without
     text'); a repeated item_id ('duplicate item_id', the first valid row is kept).
     Fallbacks, counted in the notes: empty text -> the title; empty title -> the
-    start of the text. ``prefix_title`` puts the title in front of the text
-    (MovieLens: the text is genres and tags).
+    start of the text.
     """
     df = with_row_numbers(df)
     work = df.with_columns(
@@ -207,12 +205,7 @@ def validate_items(
         "items_title_from_text": int(ok["__title"].null_count()),
     }
     t, x = pl.col("__title"), pl.col("__text")
-    if prefix_title:
-        full_text = pl.when(t.is_not_null() & x.is_not_null()).then(pl.concat_str([t, pl.lit(". "), x])).otherwise(
-            pl.coalesce(x, t)
-        )
-    else:
-        full_text = pl.coalesce(x, t)
+    full_text = pl.coalesce(x, t)
     items = ok.select(
         pl.col("__id").alias("item_id"),
         pl.coalesce(t, x.str.slice(0, TITLE_FROM_TEXT_CHARS)).alias("title"),

@@ -127,12 +127,10 @@ def lora_targets(model, adapt_layers: int) -> list[str]:
     ]
 
 
-def model_version(base_path: Path, level: int, k: int, train: pl.DataFrame, descriptions: dict, cfg: FinetuneConfig) -> str:
-    """Content hash of everything the adapter depends on. The base model counts by its
-    directory name, config and weight-file names and sizes, not by its location, so the
-    same data gives the same version in any checkout (hashing the weights would cost
-    seconds per gigabyte)."""
-    h = hashlib.sha256()
+def base_fingerprint(base_path: Path, h) -> None:
+    """Feed the base model's identity into hash ``h``: its directory name, config and
+    weight-file names and sizes, not its location, so the same data gives the same
+    version in any checkout (hashing the weights would cost seconds per gigabyte)."""
     base = Path(base_path)
     h.update(base.resolve().name.encode())
     cfg_file = base / "config.json"
@@ -140,6 +138,13 @@ def model_version(base_path: Path, level: int, k: int, train: pl.DataFrame, desc
         h.update(cfg_file.read_bytes())
     for f in sorted(base.glob("*.safetensors")) + sorted(base.glob("*.bin")):
         h.update(f"{f.name}:{f.stat().st_size}".encode())
+
+
+def model_version(base_path: Path, level: int, k: int, train: pl.DataFrame, descriptions: dict, cfg: FinetuneConfig) -> str:
+    """Content hash of everything the adapter depends on (base model, level, K, cluster
+    descriptions, configuration, prompt layout, training pairs)."""
+    h = hashlib.sha256()
+    base_fingerprint(base_path, h)
     h.update(json.dumps([level, k, sorted(descriptions.items()), asdict(cfg), asdict(prompts.PROMPT)]).encode())
     h.update(json.dumps(sorted(examples_from(train))).encode())
     return "llm-" + h.hexdigest()[:12]
@@ -234,9 +239,13 @@ class LlmInputs:
     level: int
     k: int
     descriptions: dict[int, str]
-    train_pairs: pl.DataFrame  # training_pairs, split = 'train' (history, next_cluster_id)
+    train_pairs: pl.DataFrame  # training_pairs of the train split's 'fit' fold (history, next_cluster_id)
     eval_transitions: pl.DataFrame  # novel_transition_examples, split = 'eval' (recall)
     train_transitions: pl.DataFrame  # novel_transition_examples, split = 'train' (popularity baseline)
+    # novel_transition_examples of the train split's 'validation' fold: never trained on,
+    # so weights chosen on them (fusion with the counts) are honest
+    validation_transitions: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(
+        schema={"history": pl.List(pl.Int32), "next_cluster_id": pl.Int32}))
 
 
 @dataclass(frozen=True)

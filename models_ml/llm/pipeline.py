@@ -7,9 +7,11 @@ trains or infers (DuckDB allows one writer).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import duckdb
@@ -19,7 +21,7 @@ from models_ml import config
 from models_ml import warehouse as wh
 from models_ml.llm import base as base_lm
 from models_ml.llm import finetune as ft
-from models_ml.llm import evaluation, pairs
+from models_ml.llm import evaluation, pairs, prompts
 from models_ml.llm.decoding import LM
 from models_ml.llm.finetune import LlmInputs
 from models_ml.llm.tokens import PromptEncoder, level_descriptions
@@ -44,9 +46,12 @@ def llm_root() -> Path:
 
 
 def read_inputs(con: duckdb.DuckDBPyConnection, level: int, k: int) -> LlmInputs:
+    """The LLM's inputs at (level, k). Fine-tuning reads the train split's 'fit' fold of
+    training_pairs; the 'validation' fold of the train users is kept apart for choosing
+    weights, and eval for judging."""
     clusters = wh.read_table(con, config.CLUSTERS, ["level", "cluster_id", "description"])
     descriptions = level_descriptions(clusters, level)
-    cols = "history, next_cluster_id, split"
+    cols = "history, next_cluster_id, split, fold"
     for table in (config.TRAINING_PAIRS, config.NOVEL_TRANSITION_EXAMPLES):
         if not wh.table_exists(con, table):
             raise LookupError(f"{table} does not exist; run the dbt assets first")
@@ -60,13 +65,15 @@ def read_inputs(con: duckdb.DuckDBPyConnection, level: int, k: int) -> LlmInputs
     )
     _check_ids(pairs_df, descriptions, config.TRAINING_PAIRS, level, k)
     _check_ids(trans, descriptions, config.NOVEL_TRANSITION_EXAMPLES, level, k)
-    train = pairs_df.filter(pl.col("split") == "train")
+    train = pairs_df.filter((pl.col("split") == "train") & (pl.col("fold") == "fit"))
     if train.height == 0:
-        raise ValueError(f"{config.TRAINING_PAIRS} has no train rows for level {level}, k {k}")
+        raise ValueError(f"{config.TRAINING_PAIRS} has no train rows (fit fold) for level {level}, k {k}")
     ev = trans.filter(pl.col("split") == "eval")
     if ev.height == 0:
         raise ValueError(f"{config.NOVEL_TRANSITION_EXAMPLES} has no eval rows for level {level}, k {k}")
-    return LlmInputs(level, k, descriptions, train, ev, trans.filter(pl.col("split") == "train"))
+    train_trans = trans.filter(pl.col("split") == "train")
+    validation = train_trans.filter(pl.col("fold") == "validation")
+    return LlmInputs(level, k, descriptions, train, ev, train_trans, validation)
 
 
 def _check_ids(df: pl.DataFrame, descriptions: dict[int, str], table: str, level: int, k: int) -> None:
@@ -86,7 +93,6 @@ def finetune_config() -> ft.FinetuneConfig:
         steps=config.llm_finetune_steps(),
         batch_histories=config.llm_batch_size(),
         eval_every=config.llm_eval_every(),
-        top_m=config.llm_top_m(),
         seed=int(config.dbt_vars()["seed"]),
     )
 
@@ -162,6 +168,11 @@ def load_inference_model(adapter_dir: Path, descriptions: dict[int, str], level:
     return LM(model), PromptEncoder(tok, descriptions), meta
 
 
+def lookup_depth(descriptions: dict[int, str], k: int) -> int:
+    """Clusters per history in the lookups: IE_LLM_TOP_M, else every cluster outside it."""
+    return config.llm_top_m() or len(descriptions) - k
+
+
 def run_pair_inference(
     adapter_dir: Path, descriptions: dict[int, str], level: int, k: int, m: int, progress: bool = True, on_shard=None
 ) -> tuple[pl.DataFrame, dict]:
@@ -172,8 +183,36 @@ def run_pair_inference(
     return rows, stats
 
 
-def lookup_metrics(rows: pl.DataFrame, inputs: LlmInputs, m: int) -> dict[str, float]:
-    """Recall@1/@m of the lookup on the full eval split, with the popularity baseline."""
+ZERO_SHOT = "zero_shot"
+
+
+def zero_shot_version(base_path: Path, descriptions: dict[int, str]) -> str:
+    h = hashlib.sha256()
+    ft.base_fingerprint(base_path, h)
+    h.update(json.dumps([sorted(descriptions.items()), asdict(prompts.PROMPT)]).encode())
+    return "zeroshot-" + h.hexdigest()[:12]
+
+
+def run_zero_shot_inference(
+    descriptions: dict[int, str], level: int, k: int, m: int, progress: bool = True
+) -> tuple[pl.DataFrame, dict]:
+    """The base model, without an adapter, through the same prompt and constrained
+    all-pairs inference as the fine-tuned one (the ``zero_shot`` policy)."""
+    base_path = base_lm.base_model_path()
+    tok = base_lm.load_tokenizer(base_path)
+    lm = LM(base_lm.load_model(base_path))
+    lm.pad_id = int(tok.pad_token_id)
+    enc = PromptEncoder(tok, descriptions)
+    version = zero_shot_version(base_path, descriptions)
+    work = pairs.work_dir_for(llm_root() / ZERO_SHOT / version, level, k, m, descriptions)
+    rows, stats = pairs.run_all_pairs(lm, enc, level, k, m, version, work, progress)
+    stats["tokens_processed"] = lm.tokens_processed
+    return rows, stats
+
+
+def lookup_metrics(rows: pl.DataFrame, inputs: LlmInputs, m: int = 5) -> dict[str, float]:
+    """Recall@1/@m of the lookup on the full eval split, with the popularity baseline
+    (a quick look for the asset's metadata; lookup_evaluation is the judgement)."""
     lookup: dict[tuple[int, ...], list[int]] = {}
     for h, c in zip(rows["history"].to_list(), rows["next_cluster_id"].to_list()):
         lookup.setdefault(tuple(h), []).append(int(c))

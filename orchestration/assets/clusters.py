@@ -27,12 +27,23 @@ def interest_clusters(context: AssetExecutionContext, warehouse: WarehouseResour
     with warehouse.connect() as con:
         wh.write_tables(con, {config.CLUSTERS: result.clusters, config.ITEM_CLUSTERS: result.item_clusters})
     desc = result.clusters.select("level", "cluster_id", "description", "n_items")
+    names = {config.COARSE_LEVEL: "coarse", config.FINE_LEVEL: "fine"}
+    quality = {
+        f"{names[level]}_{metric}": MetadataValue.float(value)
+        for level, metrics in result.quality.items()
+        for metric, value in metrics.items()
+        if metric != "clusters"
+    }
+    for level, metrics in sorted(result.quality.items()):
+        context.log.info(f"level {level}: description self-retrieval {metrics['self_retrieval']:.3f}, "
+                         f"topical share {metrics['topical_share']:.3f}")
     yield MaterializeResult(
         asset_key=asset_key(config.CLUSTERS),
         metadata={
             "rows": MetadataValue.int(result.clusters.height),
             "coarse_clusters": n_coarse,
             "fine_clusters": n_fine,
+            **quality,
             "descriptions": MetadataValue.md(markdown_table(desc)),
         },
     )

@@ -86,14 +86,15 @@ def llm_finetune(context: AssetExecutionContext, warehouse: WarehouseResource) -
     ),
 )
 def novel_interest_transitions(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
-    level, k, m = config.llm_level(), config.history_len(), config.llm_top_m()
+    level, k = config.llm_level(), config.history_len()
     with warehouse.connect() as con:
         inputs = pipeline.read_inputs(con, level, k)
+    m = pipeline.lookup_depth(inputs.descriptions, k)
     adapter = pipeline.current_adapter_dir()
     t0 = time.perf_counter()
     rows, stats = pipeline.run_pair_inference(adapter, inputs.descriptions, level, k, m)
     seconds = time.perf_counter() - t0
-    metrics = pipeline.lookup_metrics(rows, inputs, m)
+    metrics = pipeline.lookup_metrics(rows, inputs)
     with warehouse.connect() as con:
         write_lookup(con, rows, level, k)
     context.log.info(f"lookup: {stats['histories']} histories, {rows.height} rows in {seconds:.0f}s; {metrics}")

@@ -119,18 +119,59 @@ examples as (
 
 ),
 
+{%- set split_mode = var('split_mode') -%}
+{%- if split_mode not in ('user', 'time') -%}
+    {{ exceptions.raise_compiler_error("var split_mode must be 'user' or 'time', got '" ~ split_mode ~ "'") }}
+{%- endif %}
+{%- if split_mode == 'time' %}
+
+cutoff as (
+
+    -- the refresh time: examples after it are the future the lookup is served on
+    select {{ ie_quantile_disc('event_ts', 1 - var('eval_share') | float) }} as cutoff_ts
+
+    from examples
+
+),
+{%- endif %}
+
 split as (
 
     select
-        *,
+        examples.*,
+        '{{ split_mode }}' as split_mode,
+        {%- if split_mode == 'user' %}
         -- split by user: all of a user's examples land on the same side
         case
             when {{ ie_hash_unit(['user_id', var('seed') | int]) }} < {{ var('eval_share') }} then 'eval'
             else 'train'
         end as split
+        {%- else %}
+        -- split by time: every example after the cut-off is eval, whoever the user
+        case when examples.event_ts > cutoff.cutoff_ts then 'eval' else 'train' end as split
+        {%- endif %}
 
     from examples
+    {%- if split_mode == 'time' %}
+    cross join cutoff
+    {%- endif %}
+
+),
+
+folded as (
+
+    select
+        *,
+        -- train users held out to choose weights (count smoothing, fusion), never eval
+        case
+            when split = 'eval' then null
+            when {{ ie_hash_unit(['user_id', (var('seed') | int) + 1]) }} < {{ var('validation_share') }}
+                then 'validation'
+            else 'fit'
+        end as fold
+
+    from split
 
 )
 
-select * from split
+select * from folded

@@ -65,6 +65,8 @@ final as (
         history,
         next_cluster_id,
         split,
+        fold,
+        split_mode,
         user_id,
         event_ts,
         seq_pos,

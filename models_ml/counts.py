@@ -1,0 +1,197 @@
+"""Count models of novel transitions (read from the dbt mart successor_counts): the
+smoothed Markov baseline every lookup is judged against, and the count prior the LLM's
+scores can be fused with. Also the table the comparison lookups are written to
+(ml.policy_lookups: this model, the zero-shot LLM, ...), read by lookup_evaluation.
+
+markov_smoothed: the history's successor counts interpolated with the last cluster's
+and with popularity by additive (Dirichlet) back-off,
+
+    p0(c)     = (n_all(c) + 1) / (N_all + C)
+    p1(c | b) = (n_last(b, c) + beta * p0(c)) / (N_last(b) + beta)
+    p2(c | h) = (n_hist(h, c) + alpha * p1(c | b)) / (N_hist(h) + alpha),   b = last of h,
+
+then the history's own clusters removed and the rest renormalised. alpha and beta are
+chosen on the validation fold of the train users: counts of the 'fit' fold (n_fit)
+score the validation users' transitions, the best (alpha, beta) by recall@5 (then MRR)
+wins, and the final model counts every train user (n_train). Eval never takes part.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from models_ml import config
+from models_ml import warehouse as wh
+
+SMOOTHING_GRID = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
+SELECTION_M = 5  # recall@m that picks the weights (MRR breaks ties)
+COUNT_COLUMNS = ("n_train", "n_fit")
+
+
+@dataclass(frozen=True)
+class SuccessorCounts:
+    """successor_counts at one (level, k) as dense vectors over the level's clusters."""
+
+    cluster_ids: np.ndarray  # (C,) sorted
+    by_history: dict[tuple[int, ...], np.ndarray]  # history -> (C,) counts of the next cluster
+    by_last: dict[int, np.ndarray]  # last cluster -> (C,)
+    overall: np.ndarray  # (C,)
+
+    @property
+    def index(self) -> dict[int, int]:
+        return {int(c): i for i, c in enumerate(self.cluster_ids)}
+
+    def history_count(self, history: Sequence[int]) -> int:
+        """Train transitions that left ``history`` (0 when never seen)."""
+        got = self.by_history.get(tuple(int(c) for c in history))
+        return int(got.sum()) if got is not None else 0
+
+
+def counts_from_frame(frame: pl.DataFrame, cluster_ids: Iterable[int], column: str = "n_train") -> SuccessorCounts:
+    """``frame``: successor_counts rows (context, history, next_cluster_id, n_train, n_fit)."""
+    if column not in COUNT_COLUMNS:
+        raise ValueError(f"count column must be one of {COUNT_COLUMNS}, got {column!r}")
+    ids = np.array(sorted(int(c) for c in cluster_ids), dtype=np.int64)
+    where = {int(c): i for i, c in enumerate(ids)}
+    size = len(ids)
+    by_history: dict[tuple[int, ...], np.ndarray] = {}
+    by_last: dict[int, np.ndarray] = {}
+    overall = np.zeros(size)
+    for context, history, nxt, n in frame.select("context", "history", "next_cluster_id", column).iter_rows():
+        j = where.get(int(nxt))
+        if j is None or not n:
+            continue
+        if context == "history":
+            by_history.setdefault(tuple(int(c) for c in history), np.zeros(size))[j] += float(n)
+        elif context == "last_cluster":
+            by_last.setdefault(int(history[0]), np.zeros(size))[j] += float(n)
+        elif context == "all":
+            overall[j] += float(n)
+    return SuccessorCounts(ids, by_history, by_last, overall)
+
+
+def read_counts(con: duckdb.DuckDBPyConnection, level: int, k: int) -> pl.DataFrame:
+    """The successor_counts rows of one (level, k)."""
+    if not wh.table_exists(con, config.SUCCESSOR_COUNTS):
+        raise LookupError(f"{config.SUCCESSOR_COUNTS} does not exist; run the dbt assets first")
+    return wh.query(
+        con,
+        f"select context, history, next_cluster_id, n_train, n_fit from {config.SUCCESSOR_COUNTS} "
+        "where level = ? and k = ? order by all",
+        [level, k],
+    )
+
+
+def smoothed_probs(counts: SuccessorCounts, histories: Sequence[Sequence[int]], alpha: float, beta: float) -> np.ndarray:
+    """(H, C) markov_smoothed probabilities of the next cluster for each history, the
+    history's clusters excluded (0) and the rest summing to 1."""
+    size = len(counts.cluster_ids)
+    where = counts.index
+    p0 = (counts.overall + 1.0) / (counts.overall.sum() + size)
+    zeros = np.zeros(size)
+    out = np.empty((len(histories), size))
+    for i, h in enumerate(histories):
+        h = tuple(int(c) for c in h)
+        last = counts.by_last.get(h[-1], zeros)
+        p1 = (last + beta * p0) / (last.sum() + beta)
+        hist = counts.by_history.get(h, zeros)
+        p2 = (hist + alpha * p1) / (hist.sum() + alpha)
+        p2[[where[c] for c in h]] = 0.0
+        out[i] = p2 / p2.sum()
+    return out
+
+
+def ranks_of(probs: np.ndarray, cluster_ids: np.ndarray, targets: Sequence[int]) -> np.ndarray:
+    """1-based rank of each row's target under ``probs`` (ties by cluster id, as the
+    lookups rank); 0 when the target has probability 0 (excluded)."""
+    where = {int(c): i for i, c in enumerate(cluster_ids)}
+    col = np.array([where[int(t)] for t in targets])
+    p_t = probs[np.arange(len(col)), col]
+    better = (probs > p_t[:, None]) | ((probs == p_t[:, None]) & (np.arange(probs.shape[1])[None] < col[:, None]))
+    return np.where(p_t > 0, better.sum(axis=1) + 1, 0)
+
+
+def recall_mrr(ranks: np.ndarray, m: int) -> tuple[float, float]:
+    found = ranks > 0
+    recall = float(np.mean(found & (ranks <= m))) if len(ranks) else 0.0
+    mrr = float(np.mean(np.where(found, 1.0 / np.maximum(ranks, 1), 0.0))) if len(ranks) else 0.0
+    return recall, mrr
+
+
+@dataclass(frozen=True)
+class Smoothing:
+    alpha: float
+    beta: float
+    validation_recall: float  # recall@SELECTION_M on the validation fold
+    validation_mrr: float
+    validation_transitions: int
+
+
+def fit_smoothing(
+    fit_counts: SuccessorCounts, validation: pl.DataFrame, grid: Sequence[float] = SMOOTHING_GRID
+) -> Smoothing:
+    """The (alpha, beta) of ``grid`` x ``grid`` that ranks the validation transitions
+    (history, next_cluster_id) best under the fit-fold counts."""
+    if validation.height == 0:
+        raise ValueError(
+            "the validation fold has no transitions to choose the smoothing weights on; "
+            "raise var validation_share"
+        )
+    hist = [tuple(int(c) for c in h) for h in validation["history"].to_list()]
+    targets = validation["next_cluster_id"].to_list()
+    m = min(SELECTION_M, max(1, len(fit_counts.cluster_ids) - len(hist[0]) - 1))
+    best: tuple | None = None
+    for alpha, beta in itertools.product(grid, grid):
+        ranks = ranks_of(smoothed_probs(fit_counts, hist, alpha, beta), fit_counts.cluster_ids, targets)
+        recall, mrr = recall_mrr(ranks, m)
+        key = (round(recall, 12), round(mrr, 12), -alpha, -beta)  # ties: the smaller weights
+        if best is None or key > best[0]:
+            best = (key, Smoothing(alpha, beta, recall, mrr, len(targets)))
+    return best[1]
+
+
+def lookup_rows(
+    probs: np.ndarray, cluster_ids: np.ndarray, histories: Sequence[Sequence[int]],
+    policy: str, level: int, k: int, model_version: str,
+) -> pl.DataFrame:
+    """Rows in the policy-lookup shape: every cluster outside each history, ranked by
+    ``probs`` (ties by cluster id), score = the probability."""
+    order = np.lexsort((np.broadcast_to(np.arange(probs.shape[1]), probs.shape), -probs), axis=1)
+    recs = []
+    for i, h in enumerate(histories):
+        hs = {int(c) for c in h}
+        rank = 0
+        for j in order[i]:
+            c = int(cluster_ids[j])
+            if c in hs:
+                continue
+            rank += 1
+            recs.append((policy, level, k, [int(x) for x in h], rank, c, float(probs[i, j]), model_version))
+    return pl.DataFrame(recs, schema=POLICY_LOOKUP_SCHEMA, orient="row")
+
+
+def write_policy_lookups(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame) -> int:
+    """Replace the (policy, level, k) blocks of ml.policy_lookups that ``rows`` holds,
+    keeping every other block, atomically."""
+    if rows.height == 0:
+        raise ValueError(f"refusing to write an empty block of {config.POLICY_LOOKUPS}")
+    rows = rows.select([pl.col(c).cast(t) for c, t in POLICY_LOOKUP_SCHEMA.items()])
+    return wh.replace_partition(con, config.POLICY_LOOKUPS, rows, by=("policy", "level", "k"))
+
+
+POLICY_LOOKUP_SCHEMA = {
+    "policy": pl.String,
+    "level": pl.Int32,
+    "k": pl.Int32,
+    "history": pl.List(pl.Int32),
+    "rank": pl.Int32,
+    "next_cluster_id": pl.Int32,
+    "score": pl.Float64,
+    "model_version": pl.String,
+}
