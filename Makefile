@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # Subprocesses (dbt, dagster dev) find the venv tools without activation.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install manifest demo materialize summary test dev clean
+.PHONY: install manifest demo materialize summary evaluate report test dev clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,15 @@ materialize: manifest
 
 summary: install
 	$(PY) -m models_ml.cli.summary
+
+# K = 1, 2, 3 at both cluster levels and both split modes into lookup_evaluation, then
+# the report (reports/<warehouse>/report.md); the default configuration runs last.
+evaluate: manifest
+	mkdir -p $(DAGSTER_HOME)
+	$(PY) -m orchestration.evaluate
+
+report: install
+	$(PY) -m models_ml.cli.report
 
 test: install
 	$(PY) -m pytest -q

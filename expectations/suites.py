@@ -56,8 +56,9 @@ class Params:
     positive_threshold: float
     max_per_label: int
     max_per_history: int
-    top_m: int | None  # lookup-table ranks per history (at most); None: every novel cluster
+    top_m: int | None  # LLM lookup ranks per history (at most); None: no bound
     slate_size: int  # recommendations per slate (at most)
+    llm_histories: str = "all"  # lookups cover 'all' ordered histories or the 'observed' ones
     levels: tuple[int, ...] = config.LEVELS
 
     @classmethod
@@ -71,6 +72,7 @@ class Params:
             max_per_history=int(v["max_per_history"]),
             top_m=config.llm_top_m(),
             slate_size=config.slate_size(),
+            llm_histories=config.llm_histories(),
         )
 
 
@@ -408,8 +410,27 @@ def item_clusters_suite(p: Params, existing: frozenset[str] = frozenset()) -> Su
 def _lookup_suite(table: str, p: Params, keys: tuple[str, ...]) -> Suite:
     """A lookup table: per ``keys`` (level, k and maybe policy) and history, ranked
     novel clusters with scores; every ordered history of the LLM level and K covered."""
-    c = config.CLUSTERS
+    c, nte = config.CLUSTERS, config.NOVEL_TRANSITION_EXAMPLES
     key_list = ", ".join(keys)
+    if p.llm_histories == "observed":
+        expected = f"""histories as (
+                    select distinct cast(history as bigint[]) as history, {p.history_len} as depth from {nte}
+                    where level = {p.llm_level} and k = {p.history_len}
+                )"""
+        expected_what, expected_needs = f"every history of {nte} at level {p.llm_level}, k={p.history_len}", (c, nte)
+    else:
+        expected = f"""level_clusters as (
+                    select cast(cluster_id as bigint) as cluster_id from {c} where level = {p.llm_level}
+                ), histories(history, depth) as (
+                    select [cluster_id], 1 from level_clusters
+                    union all
+                    select list_append(h.history, lc.cluster_id), h.depth + 1
+                    from histories as h
+                    join level_clusters as lc on not list_contains(h.history, lc.cluster_id)
+                    where h.depth < {p.history_len}
+                )"""
+        expected_what = f"every ordered history of k={p.history_len} distinct level-{p.llm_level} clusters"
+        expected_needs = (c,)
     extra = {"policy": STR} if "policy" in keys else {}
     by_policy = "policy" in keys
     return _build(
@@ -447,16 +468,7 @@ def _lookup_suite(table: str, p: Params, keys: tuple[str, ...]) -> Suite:
             _violation(
                 "every_history_covered",
                 f"""
-                with recursive level_clusters as (
-                    select cast(cluster_id as bigint) as cluster_id from {c} where level = {p.llm_level}
-                ), histories(history, depth) as (
-                    select [cluster_id], 1 from level_clusters
-                    union all
-                    select list_append(h.history, lc.cluster_id), h.depth + 1
-                    from histories as h
-                    join level_clusters as lc on not list_contains(h.history, lc.cluster_id)
-                    where h.depth < {p.history_len}
-                ), owners as (
+                with recursive {expected}, owners as (
                     select distinct {"policy" if by_policy else "'lookup' as policy"} from {table}
                     where level = {p.llm_level} and k = {p.history_len}
                 ), covered as (
@@ -472,9 +484,8 @@ def _lookup_suite(table: str, p: Params, keys: tuple[str, ...]) -> Suite:
                   )
                 order by all
                 """,
-                f"every ordered history of k={p.history_len} distinct level-{p.llm_level} clusters has a row"
-                + (" for every policy" if by_policy else ""),
-                (c,),
+                f"{expected_what} has a row" + (" for every policy" if by_policy else ""),
+                expected_needs,
             ),
         ],
         table_sql=f"select *, cast(history as varchar) as history_key from {table}",

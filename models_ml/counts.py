@@ -93,7 +93,7 @@ def smoothed_probs(counts: SuccessorCounts, histories: Sequence[Sequence[int]], 
     history's clusters excluded (0) and the rest summing to 1."""
     size = len(counts.cluster_ids)
     where = counts.index
-    p0 = (counts.overall + 1.0) / (counts.overall.sum() + size)
+    p0 = popularity_prior(counts)
     zeros = np.zeros(size)
     out = np.empty((len(histories), size))
     for i, h in enumerate(histories):
@@ -156,12 +156,36 @@ def fit_smoothing(
     return best[1]
 
 
+@dataclass(frozen=True)
+class FittedCounts:
+    smoothing: Smoothing  # alpha, beta chosen on the validation fold
+    fit: SuccessorCounts  # the 'fit' fold's counts (what the weights were chosen with)
+    final: SuccessorCounts  # every train user's counts (what the lookups use)
+
+    def version(self, split_mode: str) -> str:
+        return f"markov_smoothed:{split_mode}:a{self.smoothing.alpha:g}:b{self.smoothing.beta:g}"
+
+
+def fitted(count_rows: pl.DataFrame, cluster_ids: Iterable[int], validation: pl.DataFrame) -> FittedCounts:
+    """The smoothed count model of one (level, k): weights from the validation fold,
+    counts of the fit fold and of every train user."""
+    ids = sorted(int(c) for c in cluster_ids)
+    fit = counts_from_frame(count_rows, ids, "n_fit")
+    return FittedCounts(fit_smoothing(fit, validation), fit, counts_from_frame(count_rows, ids, "n_train"))
+
+
+def popularity_prior(c: SuccessorCounts) -> np.ndarray:
+    """p0: add-one popularity of the next cluster (the last back-off of smoothed_probs)."""
+    return (c.overall + 1.0) / (c.overall.sum() + len(c.cluster_ids))
+
+
 def lookup_rows(
     probs: np.ndarray, cluster_ids: np.ndarray, histories: Sequence[Sequence[int]],
-    policy: str, level: int, k: int, model_version: str,
+    policy: str, level: int, k: int, model_version: str, depth: int | None = None,
 ) -> pl.DataFrame:
-    """Rows in the policy-lookup shape: every cluster outside each history, ranked by
-    ``probs`` (ties by cluster id), score = the probability."""
+    """Rows in the policy-lookup shape: the first ``depth`` (default: every) clusters
+    outside each history, ranked by ``probs`` (ties by cluster id), score = the
+    probability."""
     order = np.lexsort((np.broadcast_to(np.arange(probs.shape[1]), probs.shape), -probs), axis=1)
     recs = []
     for i, h in enumerate(histories):
@@ -172,6 +196,8 @@ def lookup_rows(
             if c in hs:
                 continue
             rank += 1
+            if depth is not None and rank > depth:
+                break
             recs.append((policy, level, k, [int(x) for x in h], rank, c, float(probs[i, j]), model_version))
     return pl.DataFrame(recs, schema=POLICY_LOOKUP_SCHEMA, orient="row")
 

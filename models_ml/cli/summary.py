@@ -63,6 +63,34 @@ order by level, split""",
         f"select * from {config.TRANSITION_LOOKUP} order by 1, 2, 3 limit 6",
     ),
     (
+        "Where do people who liked A then B go next? (successor_counts, train split)",
+        (config.SUCCESSOR_COUNTS, config.CLUSTERS),
+        f"""with top as (
+    select history, next_cluster_id, n_train, share
+    from {config.SUCCESSOR_COUNTS}
+    where level = {config.llm_level()} and context = 'history'
+    order by n_train desc, history, next_cluster_id
+    limit 5
+)
+select (select string_agg(c.description, ' | ' order by p.pos)
+        from (select unnest(top.history) as cluster_id, generate_subscripts(top.history, 1) as pos) p
+        join {config.CLUSTERS} c on c.level = {config.llm_level()} and c.cluster_id = p.cluster_id) as history,
+       n.description as next_cluster, top.n_train, round(top.share, 3) as share
+from top
+join {config.CLUSTERS} n on n.level = {config.llm_level()} and n.cluster_id = top.next_cluster_id
+order by top.n_train desc""",
+    ),
+    (
+        "Does the LLM beat the count table? (lookup_evaluation, eval split, 95% bootstrap intervals)",
+        (config.LOOKUP_EVALUATION,),
+        f"""select split_mode, policy, metric, round(value, 3) as value, round(ci_low, 3) as ci_low,
+       round(ci_high, 3) as ci_high, n
+from {config.LOOKUP_EVALUATION}
+where level = {config.llm_level()} and k = {config.history_len()}
+  and metric in ('recall_at_5', 'mrr', 'recall_at_5__seen_0', 'distinct_top1')
+order by split_mode, metric, value desc""",
+    ),
+    (
         "Exploration metrics per policy",
         (config.EXPLORATION_METRICS,),
         f"select * from {config.EXPLORATION_METRICS} order by metric, policy",

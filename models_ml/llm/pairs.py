@@ -130,12 +130,13 @@ def run_all_pairs(
     progress: bool = True,
     on_shard: Callable[[int, pl.DataFrame], None] | None = None,
     max_rows: int = MAX_ROWS,
+    histories: Sequence[tuple[int, ...]] | None = None,
 ) -> tuple[pl.DataFrame, dict]:
-    """Every history's top-m, shard by shard, resuming from ``work_dir``.
-    Returns the lookup rows and run statistics (shards computed vs resumed)."""
+    """Every history's top-m (or those of ``histories``), shard by shard, resuming from
+    ``work_dir``. Returns the lookup rows and run statistics (shards computed vs resumed)."""
     from tqdm.auto import tqdm
 
-    histories = all_histories(enc.descriptions, k)
+    histories = all_histories(enc.descriptions, k) if histories is None else sorted(set(histories))
     plan = shard_plan(histories, k)
     work_dir.mkdir(parents=True, exist_ok=True)
     frames: list[pl.DataFrame] = []
@@ -174,6 +175,24 @@ def run_all_pairs(
     bar.close()
     out = pl.concat(frames).sort("history", "rank") if frames else pl.DataFrame(schema=LOOKUP_SCHEMA)
     return out, stats
+
+
+def read_completed(
+    work_dir: Path, histories: Sequence[tuple[int, ...]], k: int, m: int, n_clusters: int, model_version: str
+) -> pl.DataFrame:
+    """The rows of a finished run from its shard files (no model needed); a missing or
+    incomplete shard is an error naming it."""
+    frames = []
+    for shard, members in shard_plan(sorted(set(histories)), k).items():
+        path = _shard_path(work_dir, shard)
+        df = _read_shard(path)
+        if df is None or not _shard_complete(df, members, m, n_clusters, k, model_version):
+            raise FileNotFoundError(
+                f"{path} is missing or incomplete for model {model_version}: re-run the pair inference "
+                "(asset ml/novel_interest_transitions)"
+            )
+        frames.append(df)
+    return pl.concat(frames).sort("history", "rank") if frames else pl.DataFrame(schema=LOOKUP_SCHEMA)
 
 
 def _shard_path(work_dir: Path, shard: int) -> Path:

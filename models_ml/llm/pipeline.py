@@ -15,13 +15,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 
 from models_ml import config
 from models_ml import warehouse as wh
 from models_ml.llm import base as base_lm
 from models_ml.llm import finetune as ft
-from models_ml.llm import evaluation, pairs, prompts
+from models_ml import counts
+from models_ml.llm import evaluation, fusion, pairs, prompts
 from models_ml.llm.decoding import LM
 from models_ml.llm.finetune import LlmInputs
 from models_ml.llm.tokens import PromptEncoder, level_descriptions
@@ -168,22 +170,91 @@ def load_inference_model(adapter_dir: Path, descriptions: dict[int, str], level:
     return LM(model), PromptEncoder(tok, descriptions), meta
 
 
+def lookup_histories(inputs: LlmInputs) -> list[tuple[int, ...]]:
+    """The histories the lookups cover: all (IE_LLM_HISTORIES=all, what serving needs)
+    or those of the level's novel transitions in any split ('observed')."""
+    if config.llm_histories() == "all":
+        return pairs.all_histories(inputs.descriptions, inputs.k)
+    seen = {tuple(int(c) for c in h) for f in (inputs.train_transitions, inputs.eval_transitions)
+            for h in f["history"].to_list()}
+    return sorted(seen)
+
+
 def lookup_depth(descriptions: dict[int, str], k: int) -> int:
-    """Clusters per history in the lookups: IE_LLM_TOP_M, else every cluster outside it."""
-    return config.llm_top_m() or len(descriptions) - k
+    """Clusters per history in the LLM lookups: IE_LLM_TOP_M, at most every cluster
+    outside the history."""
+    return min(config.llm_top_m(), len(descriptions) - k)
 
 
 def run_pair_inference(
-    adapter_dir: Path, descriptions: dict[int, str], level: int, k: int, m: int, progress: bool = True, on_shard=None
+    adapter_dir: Path, descriptions: dict[int, str], level: int, k: int, m: int, progress: bool = True, on_shard=None,
+    histories: list[tuple[int, ...]] | None = None,
 ) -> tuple[pl.DataFrame, dict]:
     lm, enc, meta = load_inference_model(adapter_dir, descriptions, level, k)
     work = pairs.work_dir_for(Path(adapter_dir) / "pairs", level, k, m, descriptions)
-    rows, stats = pairs.run_all_pairs(lm, enc, level, k, m, meta["model_version"], work, progress, on_shard)
+    rows, stats = pairs.run_all_pairs(lm, enc, level, k, m, meta["model_version"], work, progress, on_shard,
+                                      histories=histories)
     stats["tokens_processed"] = lm.tokens_processed
     return rows, stats
 
 
+def read_pair_inference(
+    adapter_dir: Path, descriptions: dict[int, str], level: int, k: int, m: int, histories: list[tuple[int, ...]]
+) -> pl.DataFrame:
+    """The fine-tuned model's own rows of the last pair inference, from its shards."""
+    meta = ft.read_training(adapter_dir)
+    work = pairs.work_dir_for(Path(adapter_dir) / "pairs", level, k, m, descriptions)
+    return pairs.read_completed(work, histories, k, m, len(descriptions), meta["model_version"])
+
+
 ZERO_SHOT = "zero_shot"
+LLM_ONLY = "llm_only"  # the fine-tuned model's own lookup, before fusion (kept for comparison)
+
+
+def fuse_lookup(
+    inputs: LlmInputs, llm_rows: pl.DataFrame, count_rows: pl.DataFrame, m: int
+) -> tuple[pl.DataFrame, fusion.Fusion | None]:
+    """The shipped lookup: the LLM's rows fused with the smoothed counts
+    (models_ml.llm.fusion), weights chosen on the validation fold. Without validation
+    transitions (a tiny data set) the LLM's own rows ship, and None says so."""
+    if inputs.validation_transitions.height == 0 or llm_rows.height == 0:
+        return llm_rows, None
+    histories = sorted({tuple(int(c) for c in h) for h in llm_rows["history"].to_list()})
+    model = counts.fitted(count_rows, inputs.descriptions, inputs.validation_transitions)
+    ids = model.final.cluster_ids
+    a, b = model.smoothing.alpha, model.smoothing.beta
+    p_llm_all = fusion.llm_matrix(llm_rows, histories, ids)
+    row_of = {h: i for i, h in enumerate(histories)}
+    val_hist = [tuple(int(c) for c in h) for h in inputs.validation_transitions["history"].to_list()]
+    known = [i for i, h in enumerate(val_hist) if h in row_of]
+    val_hist = [val_hist[i] for i in known]
+    targets = [inputs.validation_transitions["next_cluster_id"][i] for i in known]
+    bounds = tuple(int(x) for x in config.dbt_vars()["history_seen_bounds"])
+    chosen = fusion.choose(
+        p_llm_val=p_llm_all[[row_of[h] for h in val_hist]],
+        p_counts_val=counts.smoothed_probs(model.fit, val_hist, a, b),
+        p0_fit=counts.popularity_prior(model.fit),
+        seen_val=np.array([model.fit.history_count(h) for h in val_hist]),
+        targets=targets, cluster_ids=ids, bounds=bounds, m=min(counts.SELECTION_M, m),
+        p_llm_all=p_llm_all,
+        p_counts_all=counts.smoothed_probs(model.final, histories, a, b),
+        p0_all=counts.popularity_prior(model.final),
+        seen_all=np.array([model.final.history_count(h) for h in histories]),
+        min_distinct=fusion.markov_distinct_top1(model.final, histories),
+        alpha=a, beta=b,
+    )
+    probs = fusion.fused_probs(
+        p_llm_all, counts.smoothed_probs(model.final, histories, a, b), counts.popularity_prior(model.final),
+        fusion.segments(np.array([model.final.history_count(h) for h in histories]), bounds),
+        chosen.llm_weights, chosen.debias,
+    )
+    version = f"{llm_rows['model_version'][0]}+fused-{chosen.digest()}-{model.version(config.split_mode())}"
+    rows = counts.lookup_rows(probs, ids, histories, "llm", inputs.level, inputs.k, version, depth=m)
+    shard = dict(zip((tuple(h) for h in llm_rows["history"].to_list()), llm_rows["shard"].to_list()))
+    rows = rows.drop("policy").with_columns(
+        pl.Series("shard", [shard[tuple(h)] for h in rows["history"].to_list()], dtype=pl.Int32)
+    )
+    return rows.select(list(pairs.LOOKUP_SCHEMA)), chosen
 
 
 def zero_shot_version(base_path: Path, descriptions: dict[int, str]) -> str:
@@ -194,7 +265,8 @@ def zero_shot_version(base_path: Path, descriptions: dict[int, str]) -> str:
 
 
 def run_zero_shot_inference(
-    descriptions: dict[int, str], level: int, k: int, m: int, progress: bool = True
+    descriptions: dict[int, str], level: int, k: int, m: int, progress: bool = True,
+    histories: list[tuple[int, ...]] | None = None,
 ) -> tuple[pl.DataFrame, dict]:
     """The base model, without an adapter, through the same prompt and constrained
     all-pairs inference as the fine-tuned one (the ``zero_shot`` policy)."""
@@ -205,7 +277,7 @@ def run_zero_shot_inference(
     enc = PromptEncoder(tok, descriptions)
     version = zero_shot_version(base_path, descriptions)
     work = pairs.work_dir_for(llm_root() / ZERO_SHOT / version, level, k, m, descriptions)
-    rows, stats = pairs.run_all_pairs(lm, enc, level, k, m, version, work, progress)
+    rows, stats = pairs.run_all_pairs(lm, enc, level, k, m, version, work, progress, histories=histories)
     stats["tokens_processed"] = lm.tokens_processed
     return rows, stats
 

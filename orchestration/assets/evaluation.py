@@ -10,7 +10,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from models_ml import config, counts
 from models_ml.cli import report as report_cli
-from models_ml.llm import pairs, pipeline
+from models_ml.llm import pipeline
 from orchestration.dbt import dbt_asset_group
 from orchestration.keys import asset_key
 from orchestration.resources import WarehouseResource
@@ -25,12 +25,14 @@ evaluation_dbt_assets = dbt_asset_group(name="evaluation_dbt_assets", group=GROU
     key=asset_key(config.POLICY_LOOKUPS),
     group_name=GROUP,
     kinds={"pytorch", "duckdb"},
-    deps=[asset_key(config.SUCCESSOR_COUNTS), asset_key(config.NOVEL_TRANSITION_EXAMPLES), asset_key(config.CLUSTERS)],
+    deps=[asset_key(config.SUCCESSOR_COUNTS), asset_key(config.NOVEL_TRANSITION_EXAMPLES), asset_key(config.CLUSTERS),
+          asset_key(config.NOVEL_INTEREST_TRANSITIONS)],
     description=(
         "The lookups the shipped one is compared with, at the LLM level and K, for every history: "
-        "zero_shot (the base model without an adapter, same prompt and constrained decoding) and "
-        "markov_smoothed (counts interpolated with the last cluster's and popularity, weights chosen on "
-        "the validation fold of the train users)."
+        "llm_only (the fine-tuned model before fusion with the counts), zero_shot (the base model "
+        "without an adapter, same prompt and constrained decoding) and markov_smoothed (counts "
+        "interpolated with the last cluster's and popularity, weights chosen on the validation fold of "
+        "the train users)."
     ),
 )
 def policy_lookups(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
@@ -38,22 +40,22 @@ def policy_lookups(context: AssetExecutionContext, warehouse: WarehouseResource)
     with warehouse.connect() as con:
         inputs = pipeline.read_inputs(con, level, k)
         count_rows = counts.read_counts(con, level, k)
-    histories = pairs.all_histories(inputs.descriptions, k)
-    ids = sorted(inputs.descriptions)
-    smoothing = counts.fit_smoothing(counts.counts_from_frame(count_rows, ids, "n_fit"), inputs.validation_transitions)
-    final_counts = counts.counts_from_frame(count_rows, ids, "n_train")
-    version = f"markov_smoothed:{config.split_mode()}:a{smoothing.alpha:g}:b{smoothing.beta:g}"
+    histories = pipeline.lookup_histories(inputs)
+    model = counts.fitted(count_rows, inputs.descriptions, inputs.validation_transitions)
+    smoothing = model.smoothing
+    m = pipeline.lookup_depth(inputs.descriptions, k)
     smoothed = counts.lookup_rows(
-        counts.smoothed_probs(final_counts, histories, smoothing.alpha, smoothing.beta),
-        final_counts.cluster_ids, histories, "markov_smoothed", level, k, version,
+        counts.smoothed_probs(model.final, histories, smoothing.alpha, smoothing.beta),
+        model.final.cluster_ids, histories, "markov_smoothed", level, k, model.version(config.split_mode()), depth=m,
     )
     t0 = time.perf_counter()
-    m = pipeline.lookup_depth(inputs.descriptions, k)
-    zero, stats = pipeline.run_zero_shot_inference(inputs.descriptions, level, k, m)
+    zero, stats = pipeline.run_zero_shot_inference(inputs.descriptions, level, k, m, histories=histories)
     zero_seconds = time.perf_counter() - t0
     zero = zero.drop("shard").with_columns(policy=pl.lit(pipeline.ZERO_SHOT))
+    llm_only = pipeline.read_pair_inference(pipeline.current_adapter_dir(), inputs.descriptions, level, k, m, histories)
+    llm_only = llm_only.drop("shard").with_columns(policy=pl.lit(pipeline.LLM_ONLY))
     with warehouse.connect() as con:
-        n = counts.write_policy_lookups(con, smoothed) + counts.write_policy_lookups(con, zero)
+        n = sum(counts.write_policy_lookups(con, block) for block in (smoothed, zero, llm_only))
     context.log.info(f"markov_smoothed alpha {smoothing.alpha} beta {smoothing.beta} "
                      f"(validation recall@{counts.SELECTION_M} {smoothing.validation_recall:.3f}); "
                      f"zero-shot {stats['histories']} histories in {zero_seconds:.0f}s")

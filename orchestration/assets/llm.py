@@ -7,7 +7,7 @@ import time
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from models_ml import config
+from models_ml import config, counts
 from models_ml.llm import pipeline
 from models_ml.llm.pairs import write_lookup
 from orchestration.dbt import dbt_asset_group
@@ -78,11 +78,13 @@ def llm_finetune(context: AssetExecutionContext, warehouse: WarehouseResource) -
     key=asset_key(config.NOVEL_INTEREST_TRANSITIONS),
     group_name=GROUP,
     kinds={"pytorch", "duckdb"},
-    deps=[asset_key(config.FINETUNE_HISTORY)],
+    deps=[asset_key(config.FINETUNE_HISTORY), asset_key(config.SUCCESSOR_COUNTS)],
     description=(
-        "For every ordered history of K distinct clusters at the LLM level, the top-m novel clusters "
-        "(trie-constrained decoding, history excluded) from the current adapter; resumable in shards, "
-        "written atomically with its model_version."
+        "The shipped lookup: for every ordered history of K distinct clusters at the LLM level, the "
+        "fine-tuned model's constrained scores of the novel clusters (trie-constrained decoding, history "
+        "excluded; resumable in shards) fused log-linearly with the smoothed counts, weights chosen on the "
+        "validation fold; its first lookup_depth clusters written atomically with a model_version naming "
+        "the adapter and the fusion."
     ),
 )
 def novel_interest_transitions(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
@@ -92,17 +94,36 @@ def novel_interest_transitions(context: AssetExecutionContext, warehouse: Wareho
     m = pipeline.lookup_depth(inputs.descriptions, k)
     adapter = pipeline.current_adapter_dir()
     t0 = time.perf_counter()
-    rows, stats = pipeline.run_pair_inference(adapter, inputs.descriptions, level, k, m)
+    rows, stats = pipeline.run_pair_inference(adapter, inputs.descriptions, level, k, m,
+                                              histories=pipeline.lookup_histories(inputs))
     seconds = time.perf_counter() - t0
-    metrics = pipeline.lookup_metrics(rows, inputs)
     with warehouse.connect() as con:
-        write_lookup(con, rows, level, k)
+        count_rows = counts.read_counts(con, level, k)
+    t1 = time.perf_counter()
+    shipped, fused = pipeline.fuse_lookup(inputs, rows, count_rows, m)
+    fusion_seconds = time.perf_counter() - t1
+    metrics = pipeline.lookup_metrics(shipped, inputs)
+    with warehouse.connect() as con:
+        write_lookup(con, shipped, level, k)
     context.log.info(f"lookup: {stats['histories']} histories, {rows.height} rows in {seconds:.0f}s; {metrics}")
+    fusion_meta = {}
+    if fused is None:
+        context.log.warning("no validation transitions: the LLM's own lookup ships unfused")
+    else:
+        context.log.info(f"fusion: llm weights by segment {fused.llm_weights}, debias {fused.debias}; "
+                         f"validation {fused.validation}")
+        fusion_meta = {
+            **{f"fusion_llm_weight_segment_{i}": MetadataValue.float(w) for i, w in enumerate(fused.llm_weights)},
+            "fusion_debias": MetadataValue.float(fused.debias),
+            "fusion_seconds": MetadataValue.float(round(fusion_seconds, 2)),
+            **{f"validation_{key}": MetadataValue.float(float(v)) for key, v in fused.validation.items()},
+        }
     return MaterializeResult(
         metadata={
-            "rows": MetadataValue.int(rows.height),
+            **fusion_meta,
+            "rows": MetadataValue.int(shipped.height),
             "histories": MetadataValue.int(stats["histories"]),
-            "model_version": rows["model_version"][0],
+            "model_version": shipped["model_version"][0],
             "inference_seconds": MetadataValue.float(round(seconds, 1)),
             "histories_per_second": MetadataValue.float(round(stats["histories"] / max(seconds, 1e-9), 2)),
             "shards_computed": MetadataValue.int(stats["shards_computed"]),

@@ -22,6 +22,7 @@
 {%- set bounds = var('history_seen_bounds') -%}
 {%- set n_boot = var('bootstrap_samples') | int -%}
 {%- set seed = var('seed') | int -%}
+{%- set depth = var('lookup_depth') | int -%}
 {%- set baselines = ['markov', 'markov_smoothed', 'popularity', 'zero_shot'] -%}
 {%- set segments = ['seen_0', 'seen_' ~ bounds[0] ~ '_' ~ (bounds[1] - 1), 'seen_' ~ bounds[1] ~ '_plus'] -%}
 
@@ -65,21 +66,22 @@ sequences as (
 
 lookups as (
 
+    -- every policy judged on its first var lookup_depth clusters, what the LLM stores
     select 'llm' as policy, history, rank, next_cluster_id, model_version
     from {{ ref('stg_novel_interest_transitions') }}
-    where level = {{ level }} and k = {{ k }}
+    where level = {{ level }} and k = {{ k }} and rank <= {{ depth }}
 
     union all
 
     select policy, history, rank, next_cluster_id, model_version
     from {{ ref('stg_policy_lookups') }}
-    where level = {{ level }} and k = {{ k }}
+    where level = {{ level }} and k = {{ k }} and rank <= {{ depth }}
 
     union all
 
     select policy, history, rank, next_cluster_id, model_version
     from {{ ref('count_lookups') }}
-    where level = {{ level }} and k = {{ k }}
+    where level = {{ level }} and k = {{ k }} and rank <= {{ depth }}
 
 ),
 

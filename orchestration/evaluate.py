@@ -1,0 +1,81 @@
+"""`make evaluate` (python -m orchestration.evaluate): the paper's open question, K and
+granularity, on the current source. Every K in (1, 2, 3) at every cluster level is
+evaluated with the user split, and the default level and K with both split modes; each
+run re-materializes the dbt marts, the LLM and the evaluation groups with that
+configuration (Dagster subprocess runs on the same warehouse), and lookup_evaluation
+keeps every run's rows. Comparison runs fine-tune with fewer LoRA steps
+(IE_EVAL_LLM_STEPS, default 60; the report lists each adapter's steps) and, where a
+level and K give more than IE_EVAL_MAX_HISTORIES ordered histories (default 5000), the
+LLM lookups cover the histories that occur in the data rather than all of them. The
+default configuration runs last, so the warehouse is left as `make demo` builds it and
+the report (reports/<warehouse>/) is written from every run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from models_ml import config
+from models_ml import warehouse as wh
+
+SELECTION = "group:warehouse or group:llm or group:evaluation"
+HISTORY_LENGTHS = (1, 2, 3)
+
+
+def configurations(n_clusters: dict[int, int]) -> list[dict]:
+    """(level, k, split_mode, full steps?) of every run, the default one last."""
+    level, k = config.llm_level(), config.history_len()
+    runs = []
+    for lv in config.LEVELS:
+        for kk in HISTORY_LENGTHS:
+            if (lv, kk) != (level, k) and n_clusters.get(lv, 0) > kk:
+                runs.append({"level": lv, "k": kk, "split_mode": "user", "full": False})
+    other = [m for m in config.SPLIT_MODES if m != config.split_mode()]
+    runs += [{"level": level, "k": k, "split_mode": m, "full": True} for m in other]
+    runs.append({"level": level, "k": k, "split_mode": config.split_mode(), "full": True})
+    return runs
+
+
+def run_env(run: dict, n_clusters: dict[int, int]) -> dict[str, str]:
+    env = dict(os.environ, IE_LEVEL=str(run["level"]), IE_K=str(run["k"]), IE_SPLIT_MODE=run["split_mode"])
+    if not run["full"]:
+        env["IE_LLM_STEPS"] = str(config.env_int("IE_EVAL_LLM_STEPS", 60, minimum=1))
+    histories = math.perm(n_clusters[run["level"]], run["k"])
+    if histories > config.env_int("IE_EVAL_MAX_HISTORIES", 5000, minimum=1):
+        env["IE_LLM_HISTORIES"] = "observed"
+    return env
+
+
+def main() -> int:
+    with wh.connect(read_only=True) as con:
+        n_clusters = dict(wh.query(con, f"select level, count(*) from {config.CLUSTERS} group by level").iter_rows())
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    log = []
+    for run in configurations(n_clusters):
+        env = run_env(run, n_clusters)
+        label = f"level {run['level']} k {run['k']} split {run['split_mode']}"
+        print(f"== {label}" + ("" if run["full"] else f" ({env['IE_LLM_STEPS']} LoRA steps)"), flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run([dagster, "asset", "materialize", "-m", "orchestration", "--select", SELECTION],
+                              cwd=config.REPO_ROOT, env=env)
+        seconds = time.perf_counter() - t0
+        log.append({**run, "histories": env.get("IE_LLM_HISTORIES", "all"), "seconds": round(seconds, 1),
+                    "returncode": proc.returncode})
+        print(f"   {label}: rc {proc.returncode} in {seconds:.0f} s", flush=True)
+        if proc.returncode != 0:
+            break
+    out = config.REPO_ROOT / "reports" / config.database_path().stem
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluate_runs.json").write_text(json.dumps(log, indent=2))
+    print(json.dumps(log))
+    return 0 if all(r["returncode"] == 0 for r in log) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""lookup_evaluation, count_lookups and successor_counts built by the real dbt CLI on a
+hand-made warehouse, every metric checked against values worked out by hand; the
+smoothed count model on hand-worked counts.
+
+Fixture, level 2, eight clusters 10..17 (so recall@1 and @5 are reported, @10 is not:
+8 <= 10 + K):
+
+    train  t1 [10, 11] -> 12 (fit)   t2 [10, 11] -> 12 (fit)   t3 [10, 11] -> 13 (validation)
+           t4 [15, 11] -> 14 (fit)
+    eval   e1: [10, 11] -> 12, [11, 12] -> 13        e2: [10, 11] -> 14
+
+    history [10, 11] seen 3 times in train (segment seen_1_4), [11, 12] never (seen_0).
+
+    llm lookup   [10, 11]: 12, 14, 13, 15, 16, 17    [11, 12]: 14, 15, 13, 10, 16, 17
+    markov       [10, 11]: 12 (2 history counts), 13 (1), 14 (last cluster 11 once),
+                 then 15, 16, 17 (no counts, by id); [11, 12]: never seen, last cluster 12
+                 has no successors: popularity 13 (1), 14 (1), then 10, 15, 16, 17.
+    popularity   by train counts 12: 2, 13: 1, 14: 1, history excluded, ties by id.
+
+    llm:    e1 12 rank 1, e1 13 rank 3, e2 14 rank 2 -> recall@1 1/3, recall@5 1, MRR (1 + 1/3 + 1/2) / 3
+    markov: e1 12 rank 1, e1 13 rank 1, e2 14 rank 3 -> recall@1 2/3, recall@5 1, MRR (1 + 1 + 1/3) / 3
+    bootstrap over the two eval users: a replicate is (e1, e1), (e1, e2) or (e2, e2); llm
+    recall@1 is then 2/4, 1/3 or 0, llm - markov -1/2, -1/3 or 0.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+
+from models_ml import config, counts
+from models_ml import warehouse as wh
+from tests.dbt_helpers import run_dbt
+
+CLUSTERS = list(range(10, 18))
+MODELS = ["stg_clusters", "stg_novel_interest_transitions", "stg_policy_lookups", "successor_counts", "count_lookups",
+          "lookup_evaluation"]
+VARS = {"level": 2, "k": 2, "split_mode": "user", "seed": 42, "bootstrap_samples": 400, "recall_ms": [1, 5, 10],
+        "history_seen_bounds": [1, 5]}
+
+TRANSITIONS = [  # user, history, next, split, fold
+    ("t1", [10, 11], 12, "train", "fit"), ("t2", [10, 11], 12, "train", "fit"),
+    ("t3", [10, 11], 13, "train", "validation"), ("t4", [15, 11], 14, "train", "fit"),
+    ("e1", [10, 11], 12, "eval", None), ("e1", [11, 12], 13, "eval", None), ("e2", [10, 11], 14, "eval", None),
+]
+LLM = {(10, 11): [12, 14, 13, 15, 16, 17], (11, 12): [14, 15, 13, 10, 16, 17]}
+# serving: ua has consumed only its history; ub every cluster
+SEQUENCES = {"ua": [10, 11], "ub": [12, 13, 14, 15, 16, 17, 10, 11]}
+
+
+def lookup_frame(lists: dict, policy: str | None = None) -> pl.DataFrame:
+    rows = [(2, 2, list(h), r, c, 1.0 / (r + 1), f"{policy or 'llm'}-v1")
+            for h, cs in lists.items() for r, c in enumerate(cs, start=1)]
+    df = pl.DataFrame(rows, schema={"level": pl.Int32, "k": pl.Int32, "history": pl.List(pl.Int32), "rank": pl.Int32,
+                                    "next_cluster_id": pl.Int32, "score": pl.Float64, "model_version": pl.String},
+                      orient="row")
+    return df if policy is None else df.select(pl.lit(policy).alias("policy"), pl.all())
+
+
+def write_fixture(path: Path, *, transitions=TRANSITIONS, llm=LLM, clusters=CLUSTERS) -> Path:
+    nte = pl.DataFrame(
+        [(u, 2, 2, h, n, s, f, "user", i) for i, (u, h, n, s, f) in enumerate(transitions, start=3)],
+        schema={"user_id": pl.String, "level": pl.Int32, "k": pl.Int32, "history": pl.List(pl.Int32),
+                "next_cluster_id": pl.Int32, "split": pl.String, "fold": pl.String, "split_mode": pl.String,
+                "seq_pos": pl.Int32}, orient="row",
+    )
+    seqs = pl.DataFrame(
+        [(u, 2, pos, c) for u, cs in SEQUENCES.items() for pos, c in enumerate(cs, start=1)],
+        schema={"user_id": pl.String, "level": pl.Int32, "seq_pos": pl.Int32, "cluster_id": pl.Int32}, orient="row",
+    )
+    cl = pl.DataFrame({"level": 2, "cluster_id": clusters, "parent_cluster_id": 0,
+                       "description": [f"c{c}" for c in clusters], "n_items": 1},
+                      schema_overrides={"level": pl.Int32, "cluster_id": pl.Int32, "parent_cluster_id": pl.Int32})
+    zero = lookup_frame({h: sorted(c for c in CLUSTERS if c not in h) for h in LLM}, "zero_shot")
+    with wh.connect(path) as con:
+        wh.write_tables(con, {config.CLUSTERS: cl, config.NOVEL_TRANSITION_EXAMPLES: nte,
+                              config.USER_CLUSTER_SEQUENCES: seqs,
+                              config.NOVEL_INTEREST_TRANSITIONS: lookup_frame(llm), config.POLICY_LOOKUPS: zero})
+    return path
+
+
+def build(db: Path, work: Path, **vars):
+    return run_dbt(["build", "--select", *MODELS, "--exclude", "test_type:unit"], db, work, vars={**VARS, **vars})
+
+
+def metrics(db: Path) -> dict[tuple[str, str], tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute(f"select policy, metric, value, ci_low, ci_high, n from {config.LOOKUP_EVALUATION}").fetchall()
+    finally:
+        con.close()
+    return {(p, m): (v, lo, hi, n) for p, m, v, lo, hi, n in rows}
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    work = tmp_path_factory.mktemp("evaluation")
+    db = write_fixture(work / "w.duckdb")
+    result = build(db, work)
+    assert result.ok, result.output[-5000:]
+    return db, work
+
+
+def test_count_lookups_back_off_order(evaluated):
+    db, _ = evaluated
+    con = duckdb.connect(str(db), read_only=True)
+    got = {(p, tuple(h)): [c for c, in con.execute(
+        f"select next_cluster_id from {config.COUNT_LOOKUPS} where policy = ? and history = ? order by rank",
+        [p, list(h)]).fetchall()] for p in ("markov", "popularity") for h in LLM}
+    con.close()
+    assert got[("markov", (10, 11))] == [12, 13, 14, 15, 16, 17]
+    assert got[("markov", (11, 12))] == [13, 14, 10, 15, 16, 17]
+    assert got[("popularity", (10, 11))] == [12, 13, 14, 15, 16, 17]
+    assert got[("popularity", (11, 12))] == [13, 14, 10, 15, 16, 17]
+
+
+def test_accuracy_metrics_by_hand(evaluated):
+    m = metrics(evaluated[0])
+    assert m[("llm", "recall_at_1")][0] == pytest.approx(1 / 3)
+    assert m[("llm", "recall_at_5")][0] == pytest.approx(1.0)
+    assert m[("llm", "mrr")][0] == pytest.approx((1 + 1 / 3 + 1 / 2) / 3)
+    assert m[("markov", "recall_at_1")][0] == pytest.approx(2 / 3)
+    assert m[("markov", "mrr")][0] == pytest.approx((1 + 1 + 1 / 3) / 3)
+    assert m[("llm", "recall_at_1")][3] == 3  # n = eval transitions
+    # 8 clusters: recall@10 (needs more than 10 + 2) is not reported
+    assert ("llm", "recall_at_10") not in m
+    # segments: [11, 12] unseen (e1 -> 13 at llm rank 3), [10, 11] seen 3 times
+    assert m[("llm", "recall_at_1__seen_0")][:1] + (m[("llm", "recall_at_1__seen_0")][3],) == (0.0, 1)
+    assert m[("llm", "recall_at_1__seen_1_4")][0] == pytest.approx(0.5)
+    assert m[("markov", "recall_at_1__seen_0")][0] == 1.0
+    # zero_shot lists clusters by id: [10, 11] -> 12 first, 13 second, 14 third
+    assert m[("zero_shot", "mrr")][0] == pytest.approx((1 + 1 / 2 + 1 / 3) / 3)
+
+
+def test_bootstrap_intervals_and_paired_differences(evaluated):
+    m = metrics(evaluated[0])
+    # replicates can only be (e1, e1), (e1, e2), (e2, e2): 400 draws cover both extremes
+    assert m[("llm", "recall_at_1")][1:3] == (pytest.approx(0.0), pytest.approx(0.5))
+    diff = m[("llm", "diff_recall_at_1_vs_markov")]
+    assert diff[0] == pytest.approx(1 / 3 - 2 / 3)
+    assert diff[1:3] == (pytest.approx(-0.5), pytest.approx(0.0))
+    for (policy, metric), (value, lo, hi, _) in m.items():
+        if lo is not None:
+            assert lo - 1e-9 <= value <= hi + 1e-9, (policy, metric)
+
+
+def test_bootstrap_is_reproducible_by_seed(evaluated, tmp_path):
+    db, _ = evaluated
+    first = metrics(db)
+    copy = write_fixture(tmp_path / "again.duckdb")
+    assert build(copy, tmp_path).ok
+    assert metrics(copy) == first
+    other = write_fixture(tmp_path / "seed.duckdb")
+    assert build(other, tmp_path, seed=7, bootstrap_samples=20).ok
+    changed = metrics(other)
+    # the point estimates do not depend on the seed, the intervals do
+    assert all(changed[key][0] == pytest.approx(first[key][0]) for key in first)
+    assert any(changed[key][1:3] != first[key][1:3] for key in first if first[key][1] is not None)
+
+
+def test_balance_of_top1_answers(evaluated):
+    m = metrics(evaluated[0])
+    # llm top-1: [10, 11] -> 12, [11, 12] -> 14 over 8 clusters
+    assert m[("llm", "distinct_top1")][0] == 2 and m[("llm", "distinct_top1")][3] == 2
+    assert m[("llm", "top1_entropy")][0] == pytest.approx(math.log(2) / math.log(8))
+    # Gini, counts ascending 0 x6, 1, 1: ((2*7-9) + (2*8-9)) / (8 * 2)
+    assert m[("llm", "top1_gini")][0] == pytest.approx(12 / 16)
+    assert m[("markov", "distinct_top1")][0] == 2  # 12 and 13
+
+
+def test_serving_coverage(evaluated):
+    m = metrics(evaluated[0])
+    # ua ([10, 11]) has five unconsumed clusters listed; ub consumed every cluster
+    assert m[("llm", "users_with_unconsumed_suggestion")][0] == 0.5
+    assert m[("llm", "users_with_unconsumed_in_top_5")][0] == 0.5
+    assert m[("llm", "users_with_unconsumed_suggestion")][3] == 2
+
+
+def test_other_configurations_keep_their_rows(evaluated, tmp_path):
+    db, _ = evaluated
+    copy = tmp_path / "modes.duckdb"
+    copy.write_bytes(db.read_bytes())
+    # the same transitions labelled as a time split: a second block, the first kept
+    with wh.connect(copy) as con:
+        con.execute(f"update {config.NOVEL_TRANSITION_EXAMPLES} set split_mode = 'time'")
+    assert build(copy, tmp_path, split_mode="time").ok
+    con = duckdb.connect(str(copy), read_only=True)
+    modes = dict(con.execute(f"select split_mode, count(*) from {config.LOOKUP_EVALUATION} group by 1").fetchall())
+    con.close()
+    assert set(modes) == {"user", "time"} and modes["user"] == modes["time"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no_eval", "has no eval transitions at level 2, k 2"),
+    ("too_few_clusters", "ml.clusters level 2 has 2 clusters; a history of k = 2 needs at least 3"),
+    ("stale_lookup", "name clusters missing from ml.clusters: llm -> 99"),
+])
+def test_bad_input_is_named_and_the_previous_table_kept(evaluated, tmp_path, case, message):
+    db, _ = evaluated
+    copy = tmp_path / f"{case}.duckdb"
+    copy.write_bytes(db.read_bytes())
+    before = metrics(copy)
+    with wh.connect(copy) as con:
+        if case == "no_eval":
+            con.execute(f"update {config.NOVEL_TRANSITION_EXAMPLES} set split = 'train'")
+        elif case == "too_few_clusters":
+            con.execute(f"delete from {config.CLUSTERS} where cluster_id > 11")
+        else:
+            con.execute(f"update {config.NOVEL_INTEREST_TRANSITIONS} set next_cluster_id = 99 "
+                        "where history = [10, 11] and rank = 6")
+    # (the copy's views name the original file's catalog: rebuild them with the rest)
+    result = run_dbt(["run", "--select", *MODELS], copy, tmp_path, vars=VARS)
+    assert not result.ok and result.status("lookup_evaluation") == "error"
+    assert message in result.output, result.output[-3000:]
+    assert metrics(copy) == before
+
+
+# ---- the smoothed count model ------------------------------------------------------
+
+def _counts() -> counts.SuccessorCounts:
+    frame = pl.DataFrame(
+        [("history", [1, 2], 3, 2, 1), ("last_cluster", [2], 3, 2, 1), ("last_cluster", [2], 4, 1, 1),
+         ("all", [], 3, 2, 1), ("all", [], 4, 1, 1)],
+        schema={"context": pl.String, "history": pl.List(pl.Int32), "next_cluster_id": pl.Int32,
+                "n_train": pl.Int64, "n_fit": pl.Int64}, orient="row",
+    )
+    return counts.counts_from_frame(frame, [1, 2, 3, 4, 5])
+
+
+def test_smoothed_probabilities_by_hand():
+    c = _counts()
+    # p0 = (n_all + 1) / (3 + 5): [1/8, 1/8, 3/8, 2/8, 1/8] for clusters 1..5
+    # p1(. | 2) with beta 1: (n_last + p0) / (3 + 1); p2(. | [1, 2]) with alpha 2: (n_hist + 2 p1) / (2 + 2)
+    p0 = np.array([1, 1, 3, 2, 1]) / 8
+    p1 = (np.array([0, 0, 2, 1, 0]) + p0) / 4
+    p2 = (np.array([0, 0, 2, 0, 0]) + 2 * p1) / 4
+    p2[[0, 1]] = 0
+    got = counts.smoothed_probs(c, [(1, 2)], alpha=2.0, beta=1.0)[0]
+    np.testing.assert_allclose(got, p2 / p2.sum())
+    assert got[0] == got[1] == 0 and got.sum() == pytest.approx(1.0)
+    # an unseen history backs off to its last cluster's successors
+    unseen = counts.smoothed_probs(c, [(5, 2)], alpha=2.0, beta=1.0)[0]
+    expected = p1.copy()
+    expected[[1, 4]] = 0
+    np.testing.assert_allclose(unseen, expected / expected.sum())
+
+
+def test_ranks_break_ties_by_cluster_id_and_skip_excluded():
+    probs = np.array([[0.0, 0.0, 0.5, 0.25, 0.25]])
+    ids = np.array([1, 2, 3, 4, 5])
+    assert counts.ranks_of(probs, ids, [3]).tolist() == [1]
+    assert counts.ranks_of(probs, ids, [5]).tolist() == [3]  # tied with 4, which comes first
+    assert counts.ranks_of(probs, ids, [1]).tolist() == [0]  # excluded: not ranked
+    rows = counts.lookup_rows(probs, ids, [(1, 2)], "markov_smoothed", 2, 2, "v")
+    assert rows["next_cluster_id"].to_list() == [3, 4, 5] and rows["rank"].to_list() == [1, 2, 3]
+
+
+def test_fit_smoothing_chooses_weights_on_the_validation_fold():
+    c = _counts()
+    # validation: [1, 2] -> 4. Cluster 3 leads the history's, the last cluster's and the
+    # overall counts, so 4 is second under every weight: recall@2 (m = 5 - 2 - 1) is 1 and
+    # MRR 1/2 everywhere, and the tie goes to the smallest weights.
+    validation = pl.DataFrame({"history": [[1, 2]], "next_cluster_id": [4]},
+                              schema={"history": pl.List(pl.Int32), "next_cluster_id": pl.Int32})
+    s = counts.fit_smoothing(c, validation, grid=(0.1, 1.0, 10.0))
+    assert (s.alpha, s.beta) == (0.1, 0.1)
+    assert s.validation_mrr == pytest.approx(0.5) and s.validation_transitions == 1
+    with pytest.raises(ValueError, match="validation fold has no transitions"):
+        counts.fit_smoothing(c, validation.head(0))

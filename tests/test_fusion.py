@@ -1,0 +1,88 @@
+"""The fusion of the LLM's scores with the counts, on hand-worked numbers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from models_ml import counts
+from models_ml.llm import fusion
+
+IDS = np.array([1, 2, 3, 4, 5])
+
+
+def test_llm_matrix_spreads_the_unlisted_mass():
+    rows = pl.DataFrame({"history": [[1, 2], [1, 2]], "next_cluster_id": [3, 4], "score": [0.5, 0.3]})
+    p = fusion.llm_matrix(rows, [(1, 2)], IDS)[0]
+    # listed 3 and 4 keep their scores; 5 is the only unlisted novel cluster: 1 - 0.8
+    np.testing.assert_allclose(p, [0, 0, 0.5, 0.3, 0.2])
+
+
+def test_fused_probs_are_the_normalised_log_linear_mix():
+    p_llm = np.array([[0, 0, 0.5, 0.3, 0.2]])
+    p_cnt = np.array([[0, 0, 0.2, 0.2, 0.6]])
+    p0 = np.array([0.1, 0.1, 0.4, 0.2, 0.2])
+    got = fusion.fused_probs(p_llm, p_cnt, p0, np.array([0]), [0.5], debias=1.0)[0]
+    raw = np.array([0.5 ** 0.5 * 0.2 ** 0.5 / 0.4, 0.3 ** 0.5 * 0.2 ** 0.5 / 0.2, 0.2 ** 0.5 * 0.6 ** 0.5 / 0.2])
+    np.testing.assert_allclose(got, [0, 0, *(raw / raw.sum())])
+    # w = 1 and no debias: the LLM alone; w = 0: the counts alone
+    np.testing.assert_allclose(fusion.fused_probs(p_llm, p_cnt, p0, np.array([0]), [1.0], 0.0), p_llm)
+    np.testing.assert_allclose(fusion.fused_probs(p_llm, p_cnt, p0, np.array([0]), [0.0], 0.0), p_cnt)
+
+
+def test_segments_follow_the_seen_bounds():
+    # bounds (1, 5): seen 0 -> 0, 1..4 -> 1, 5+ -> 2 (lookup_evaluation's segments)
+    assert fusion.segments(np.array([0, 1, 4, 5, 40]), (1, 5)).tolist() == [0, 1, 1, 2, 2]
+
+
+def _counts(rows) -> counts.SuccessorCounts:
+    frame = pl.DataFrame(rows, schema={"context": pl.String, "history": pl.List(pl.Int32),
+                                       "next_cluster_id": pl.Int32, "n_train": pl.Int64, "n_fit": pl.Int64},
+                         orient="row")
+    return counts.counts_from_frame(frame, IDS)
+
+
+def test_markov_distinct_top1_follows_the_back_off():
+    c = _counts([("history", [1, 2], 3, 2, 2), ("last_cluster", [2], 4, 5, 5), ("all", [], 5, 9, 9)])
+    # [1, 2]: its own count picks 3; [3, 2]: the last cluster's picks 4; [2, 3]: popularity 5
+    assert fusion.markov_distinct_top1(c, [(1, 2)]) == 1
+    assert fusion.markov_distinct_top1(c, [(1, 2), (3, 2), (2, 3)]) == 3
+    # the same answer twice counts once
+    assert fusion.markov_distinct_top1(c, [(1, 2), (1, 2)]) == 1
+
+
+def test_choose_trusts_the_llm_where_counts_are_few_and_the_counts_where_they_are_many():
+    # 60 validation transitions of a never-seen history (segment 0) and 60 of a
+    # well-seen one (segment 2), all to cluster 3. Unseen: the LLM says 3 (0.6), the
+    # counts 4 (0.8); 3 leads the mix when w log(.6/.2) > (1 - w) log(.8/.1), w > 0.654.
+    # Seen: the LLM says 4, the counts 3; 3 leads when w < 0.654.
+    p_llm_val = np.array([[0, 0, 0.6, 0.2, 0.2]] * 60 + [[0, 0, 0.2, 0.6, 0.2]] * 60)
+    p_cnt_val = np.array([[0, 0, 0.1, 0.8, 0.1]] * 60 + [[0, 0, 0.8, 0.1, 0.1]] * 60)
+    seen = np.array([0] * 60 + [9] * 60)
+    p0 = np.full(5, 0.2)  # uniform popularity: the discount changes nothing
+    chosen = fusion.choose(p_llm_val, p_cnt_val, p0, seen, [3] * 120, IDS, (1, 5), m=1,
+                           p_llm_all=p_llm_val[[0, 60]], p_counts_all=p_cnt_val[[0, 60]], p0_all=p0,
+                           seen_all=np.array([0, 9]), min_distinct=1, alpha=1.0, beta=1.0)
+    # segment 0: the smallest w above 0.654; segment 2: the smallest below; segment 1 has
+    # no validation transition and takes the overall best (a tie, so the smallest w)
+    assert chosen.llm_weights == (0.7, 0.0, 0.0)
+    assert chosen.validation["fused_recall_at_1"] == 1.0
+    assert chosen.validation["llm_only_recall_at_1"] == 0.5 and chosen.validation["counts_recall_at_1"] == 0.5
+    assert chosen.debias == 0.0
+
+
+def test_choose_discounts_popularity_when_the_top1_answers_collapse():
+    # three histories; the counts and the LLM both put the popular cluster 5 first
+    # everywhere, so the plain fusion names one top-1 cluster; markov named three.
+    p = np.array([[0, 0, 0.3, 0.3, 0.4], [0, 0.3, 0, 0.3, 0.4], [0.3, 0, 0.3, 0, 0.4]])
+    p0 = np.array([0.05, 0.05, 0.1, 0.1, 0.7])
+    chosen = fusion.choose(p, p, p0, np.array([9, 9, 9]), [5, 5, 5], IDS, (1, 5), m=1,
+                           p_llm_all=p, p_counts_all=p, p0_all=p0, seen_all=np.array([9, 9, 9]),
+                           min_distinct=2, alpha=1.0, beta=1.0)
+    # gamma > 0 costs validation recall (5 is the answer) but meets the balance constraint
+    assert chosen.debias > 0
+    assert chosen.validation["fused_distinct_top1"] >= 2
+    assert math.isfinite(chosen.validation["fused_mrr"])
