@@ -88,6 +88,13 @@ def models_dir() -> Path:
     return Path(explicit).resolve() if explicit else _MODELS_ROOT / database_path().stem
 
 
+def reports_dir() -> Path:
+    """Where the evaluation report of this warehouse goes: IE_REPORTS_DIR, else
+    reports/<database file stem> (git-ignored)."""
+    explicit = _env("IE_REPORTS_DIR")
+    return Path(explicit).resolve() if explicit else REPO_ROOT / "reports" / database_path().stem
+
+
 def base_model_cache() -> Path:
     """Where base models converted once are cached: shared by every warehouse (they do
     not depend on the data); under IE_MODELS_DIR when it is set."""
@@ -269,6 +276,27 @@ def llm_batch_size() -> int:
 def llm_eval_every() -> int:
     """IE_LLM_EVAL_EVERY: steps between recorded evaluations (loss, match rate, recall)."""
     return env_int("IE_LLM_EVAL_EVERY", 50, minimum=1)
+
+
+def llm_evidence() -> int:
+    """IE_LLM_EVIDENCE: collaborative evidence in the prompt, the history's this many
+    most frequent successors among train users with their counts (0, the default: the
+    plain prompt)."""
+    return env_int("IE_LLM_EVIDENCE", 0, minimum=0)
+
+
+LLM_MECHANISMS = ("none", "fusion", "alignment")
+
+
+def llm_mechanism() -> str:
+    """IE_LLM_MECHANISM: how the shipped lookup is built from the fine-tuned model's
+    scores: 'fusion' (default; log-linear with the smoothed counts), 'alignment'
+    (fusion re-ranked by the feedback-aligned scorer) or 'none' (the model alone).
+    Every run also records the other two in ml.policy_lookups for comparison."""
+    value = _env("IE_LLM_MECHANISM", "fusion")
+    if value not in LLM_MECHANISMS:
+        raise ValueError(f"IE_LLM_MECHANISM must be one of {LLM_MECHANISMS}, got {value!r}")
+    return value
 
 
 LLM_HISTORIES = ("all", "observed")

@@ -107,6 +107,23 @@ def smoothed_probs(counts: SuccessorCounts, histories: Sequence[Sequence[int]], 
     return out
 
 
+def top_successors(
+    c: SuccessorCounts, history: tuple[int, ...], n: int, minus: dict[int, int] | None = None
+) -> tuple[tuple[int, int], ...]:
+    """The history's ``n`` most frequent successors as (cluster_id, count), most
+    frequent first, ties by cluster id; ``minus`` is subtracted first (a user's own moves)."""
+    got = c.by_history.get(tuple(history))
+    if got is None:
+        return ()
+    vec = got.copy()
+    for cid, k in (minus or {}).items():
+        j = c.index.get(int(cid))
+        if j is not None:
+            vec[j] -= k
+    order = np.lexsort((c.cluster_ids, -vec))
+    return tuple((int(c.cluster_ids[j]), int(vec[j])) for j in order[:n] if vec[j] > 0)
+
+
 def ranks_of(probs: np.ndarray, cluster_ids: np.ndarray, targets: Sequence[int]) -> np.ndarray:
     """1-based rank of each row's target under ``probs`` (ties by cluster id, as the
     lookups rank); 0 when the target has probability 0 (excluded)."""

@@ -70,7 +70,7 @@ def main() -> int:
         print(f"   {label}: rc {proc.returncode} in {seconds:.0f} s", flush=True)
         if proc.returncode != 0:
             break
-    out = config.REPO_ROOT / "reports" / config.database_path().stem
+    out = config.reports_dir()
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluate_runs.json").write_text(json.dumps(log, indent=2))
     print(json.dumps(log))

@@ -86,3 +86,83 @@ def test_choose_discounts_popularity_when_the_top1_answers_collapse():
     assert chosen.debias > 0
     assert chosen.validation["fused_distinct_top1"] >= 2
     assert math.isfinite(chosen.validation["fused_mrr"])
+
+
+# ---- feedback alignment -----------------------------------------------------------
+
+def test_alignment_learns_the_feature_users_stay_with_and_reranks_only_the_top():
+    from models_ml.llm import alignment
+
+    rng = np.random.default_rng(0)
+    n, c = 400, 5
+    x = rng.normal(size=(n, c, len(alignment.FEATURES)))
+    # users go where the similarity feature (the last one) is highest
+    target = x[:, :, -1].argmax(axis=1)
+    allowed = np.ones((n, c), dtype=bool)
+    fitted = alignment.fit(x, allowed, target, np.ones(n))
+    assert fitted.weights[-1] > 1.0 and fitted.weights[-1] > max(abs(w) for w in fitted.weights[:-1])
+    probs = alignment.scores(x, allowed, fitted)
+    assert np.mean(probs.argmax(axis=1) == target) > 0.9
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    # re-ranking keeps the base's first n clusters first, in the aligned order
+    base = np.array([[0.0, 0.4, 0.3, 0.2, 0.1]])
+    aligned = np.array([[0.0, 0.1, 0.2, 0.6, 0.1]])
+    out = alignment.rerank_top(base, aligned, n=3)[0]
+    assert list(np.argsort(-out)[:3]) == [3, 2, 1] and out[0] == 0.0
+    assert out[4] < out[1] and out.sum() == pytest.approx(1.0)
+
+
+# ---- collaborative evidence in the prompt --------------------------------------------
+
+def test_prompt_evidence_is_one_segment_before_the_tail():
+    from models_ml.llm import prompts
+
+    fmt = prompts.PromptFormat()
+    plain = fmt.segments(["jazz", "bread"])
+    with_ev = fmt.segments(["jazz", "bread"], [("chess", 3), ("birds", 1)])
+    assert plain[-1].endswith(fmt.tail) and not with_ev[-2].endswith(fmt.tail)
+    assert with_ev[:2] == plain[:2]  # histories still share their prefix
+    assert with_ev[-1] == "\n= others then chose: chess (3); birds (1)\n+"
+    assert fmt.segments(["jazz"], [])[-1] == "\n= others then chose: nothing yet\n+"
+
+
+def test_top_successors_leave_the_users_own_moves_out():
+    c = _counts([("history", [1, 2], 3, 2, 2), ("history", [1, 2], 4, 1, 1), ("history", [1, 2], 5, 1, 1)])
+    assert counts.top_successors(c, (1, 2), 2) == ((3, 2), (4, 1))  # ties (4, 5) by id
+    # the example's own user moved to 3 and to 4: without them 3 has 1, 4 none
+    assert counts.top_successors(c, (1, 2), 3, minus={3: 1, 4: 1}) == ((3, 1), (5, 1))
+    assert counts.top_successors(c, (2, 1), 3) == ()
+
+
+def test_training_evidence_leaves_the_examples_own_user_out(tmp_path):
+    from models_ml import config
+    from models_ml import warehouse as wh
+    from models_ml.llm import pipeline
+
+    # fit fold: u1 [0,1]->2, u2 [0,1]->2, u3 [0,1]->3; validation u4 [0,1]->4; eval u5
+    rows = [("u1", [0, 1], 2, "train", "fit"), ("u2", [0, 1], 2, "train", "fit"), ("u3", [0, 1], 3, "train", "fit"),
+            ("u4", [0, 1], 4, "train", "validation"), ("u5", [0, 1], 4, "eval", None)]
+    nte = pl.DataFrame(rows, schema={"user_id": pl.String, "history": pl.List(pl.Int32), "next_cluster_id": pl.Int32,
+                                     "split": pl.String, "fold": pl.String}, orient="row").with_columns(
+        level=pl.lit(2, pl.Int32), k=pl.lit(2, pl.Int32), next_events=pl.lit(1))
+    counts_rows = pl.DataFrame(
+        [(2, 2, "history", [0, 1], 2, 2, 2), (2, 2, "history", [0, 1], 3, 1, 1), (2, 2, "history", [0, 1], 4, 1, 0)],
+        schema={"level": pl.Int32, "k": pl.Int32, "context": pl.String, "history": pl.List(pl.Int32),
+                "next_cluster_id": pl.Int32, "n_train": pl.Int64, "n_fit": pl.Int64}, orient="row")
+    clusters = pl.DataFrame({"level": 2, "cluster_id": [0, 1, 2, 3, 4], "parent_cluster_id": 0,
+                             "description": ["a", "b", "c", "d", "e"], "n_items": 1},
+                            schema_overrides={"level": pl.Int32, "cluster_id": pl.Int32})
+    db = tmp_path / "w.duckdb"
+    with wh.connect(db) as con:
+        wh.write_tables(con, {config.CLUSTERS: clusters, config.NOVEL_TRANSITION_EXAMPLES: nte,
+                              config.TRAINING_PAIRS: nte.drop("next_events"), config.SUCCESSOR_COUNTS: counts_rows})
+        inputs = pipeline.read_inputs(con, 2, 2)
+        ev = pipeline.with_evidence(con, inputs, 2, [(0, 1)])
+    got = {(tuple(h), n): [tuple(e) for e in evs] for h, n, evs in ev.train_pairs.iter_rows()}
+    # u1 and u2 (-> 2) each see the other's move to 2 and u3's to 3; u3 (-> 3) sees the
+    # two moves to 2 and not its own
+    assert got[((0, 1), 2)] == [(2, 1), (3, 1)]
+    assert got[((0, 1), 3)] == [(2, 2)]
+    assert ev.train_pairs.height == 3  # the fit fold only
+    # at inference every prompt shows the fit fold's counts: the validation user's move never
+    assert ev.evidence == {(0, 1): ((2, 2), (3, 1))}

@@ -242,9 +242,15 @@ def test_finetune_then_lookup_end_to_end(tiny_dir, tmp_path, monkeypatch):
     metrics = pipeline.lookup_metrics(rows, inputs, 3)
     assert metrics["recall_at_1"] == result.history[-1].recall_at_1
     assert metrics["recall_at_3"] == result.history[-1].recall_at_5  # 5 clusters - 2 in the history = 3
-    # a rerun resumes every shard
+    # a rerun resumes every shard, and the rows can be read back without the model
     _, again = pipeline.run_pair_inference(adapter, inputs.descriptions, 2, 2, 3, progress=False)
     assert again["shards_resumed"] == 5
+    histories = pairs.all_histories(inputs.descriptions, 2)
+    assert pipeline.read_pair_inference(adapter, inputs.descriptions, 2, 2, 3, histories).equals(rows)
+    # fine-tuning the same inputs again reuses the saved adapter (its name hashes them all)
+    same = pipeline.run_finetune(inputs, cfg, progress=False)
+    assert same.extra == {"reused": True} and same.model_version == result.model_version
+    assert [(p.step, p.recall_at_1) for p in same.history] == [(p.step, p.recall_at_1) for p in result.history]
     with wh.connect(db) as con:
         pairs.write_lookup(con, rows, 2, 2)
         pipeline.write_finetune_history(con, pipeline.finetune_history_frame(result, 2, 2))

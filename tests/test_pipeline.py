@@ -27,6 +27,7 @@ def small_demo_env(tmp: Path) -> dict[str, str]:
         DUCKDB_DATABASE=str(tmp / "demo.duckdb"),
         DAGSTER_HOME=str(tmp / "dagster_home"),
         IE_MODELS_DIR=str(tmp / "models"),
+        IE_REPORTS_DIR=str(tmp / "reports"),
         IE_SOURCE="demo",
         IE_DEMO_USERS="150",
         IE_DEMO_ITEMS="240",
@@ -172,6 +173,21 @@ def test_recommendations_and_exploration_metrics(demo_db):
         on i.user_id = x.user_id and i.item_id = x.item_id""") == 0
     metrics = {row[0] for row in con.execute(f"select distinct policy from {config.EXPLORATION_METRICS}").fetchall()}
     assert metrics == set(config.POLICIES)
+
+
+def test_every_policy_is_evaluated_and_reported(demo_db):
+    con = duckdb.connect(str(demo_db), read_only=True)
+    level, k = config.llm_level(), config.history_len()
+    policies = {p for p, in con.execute(
+        f"select distinct policy from {config.LOOKUP_EVALUATION} where level = {level} and k = {k}").fetchall()}
+    assert {"llm", "llm_only", "zero_shot", "markov", "markov_smoothed", "popularity"} <= policies
+    # recall@10 needs more than 10 + K clusters: 12 fine clusters and K = 2 do not have them
+    metrics = {m for m, in con.execute(f"select distinct metric from {config.LOOKUP_EVALUATION}").fetchall()}
+    assert {"recall_at_1", "recall_at_5", "mrr", "distinct_top1", "diff_recall_at_5_vs_markov"} <= metrics
+    assert "recall_at_10" not in metrics
+    report = demo_db.parent / "reports" / "report.md"
+    assert report.is_file() and "| llm |" in report.read_text()
+    assert (demo_db.parent / "reports" / "recall_curves_user.png").stat().st_size > 0
 
 
 def test_validator_passes_on_the_demo_warehouse(demo_db):

@@ -32,10 +32,6 @@ class Report:
     figures: dict[str, float] = field(default_factory=dict)  # flat numbers for asset metadata
 
 
-def default_out_dir() -> Path:
-    return config.REPO_ROOT / "reports" / config.database_path().stem
-
-
 def _policies(frame: pl.DataFrame) -> list[str]:
     present = frame["policy"].unique().to_list()
     return [p for p in POLICY_ORDER if p in present] + sorted(p for p in present if p not in POLICY_ORDER)
@@ -153,7 +149,7 @@ def plot_finetune_curve(history: pl.DataFrame, path: Path, baselines: dict[str, 
 
 def build_report(con, out_dir: Path | None = None) -> Report:
     """Write the report of the warehouse behind ``con`` into ``out_dir``."""
-    out_dir = Path(out_dir or default_out_dir())
+    out_dir = Path(out_dir or config.reports_dir())
     if not wh.table_exists(con, config.LOOKUP_EVALUATION):
         raise LookupError(f"{config.LOOKUP_EVALUATION} does not exist; materialize the evaluation assets first")
     ev_all = wh.read_table(con, config.LOOKUP_EVALUATION)

@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from models_ml.llm import base as base_lm
 from models_ml.llm.decoding import LM, RowBatch, expand, greedy_answers, prefix_batch
 from models_ml.llm.evaluation import popularity_lookup, recall_at
 from models_ml.llm.pairs import infer_histories
-from models_ml.llm.tokens import PromptEncoder
+from models_ml.llm.tokens import Evidence, PromptEncoder
 
 TRAINING_FILE = "training.json"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -85,8 +85,19 @@ class FinetuneResult:
 
 
 # ---- data ---------------------------------------------------------------------------
-def examples_from(frame: pl.DataFrame) -> list[tuple[tuple[int, ...], int]]:
-    return [(tuple(int(c) for c in h), int(n)) for h, n in zip(frame["history"].to_list(), frame["next_cluster_id"].to_list())]
+# A training example: (history, collaborative evidence or None, next cluster).
+Example = tuple[tuple[int, ...], "Evidence | None", int]
+
+
+def examples_from(frame: pl.DataFrame) -> list[Example]:
+    """Examples of a training_pairs frame; an ``evidence`` column (lists of
+    [cluster_id, count]) puts each example's evidence in its prompt."""
+    hist = [tuple(int(c) for c in h) for h in frame["history"].to_list()]
+    nxt = [int(n) for n in frame["next_cluster_id"].to_list()]
+    if "evidence" not in frame.columns:
+        return [(h, None, n) for h, n in zip(hist, nxt)]
+    ev = [tuple((int(c), int(k)) for c, k in e) for e in frame["evidence"].to_list()]
+    return list(zip(hist, ev, nxt))
 
 
 def eval_sample(eval_transitions: pl.DataFrame, n_histories: int, seed: int) -> pl.DataFrame:
@@ -146,16 +157,23 @@ def model_version(base_path: Path, level: int, k: int, train: pl.DataFrame, desc
     h = hashlib.sha256()
     base_fingerprint(base_path, h)
     h.update(json.dumps([level, k, sorted(descriptions.items()), asdict(cfg), asdict(prompts.PROMPT)]).encode())
-    h.update(json.dumps(sorted(examples_from(train))).encode())
+    examples = examples_from(train)
+    h.update(json.dumps(sorted((hist, n) for hist, _, n in examples)).encode())
+    if any(e is not None for _, e, _ in examples):
+        h.update(json.dumps(sorted((hist, e, n) for hist, e, n in examples)).encode())
     return "llm-" + h.hexdigest()[:12]
 
 
 # ---- training --------------------------------------------------------------------------
-def group_examples(examples: Sequence[tuple[tuple[int, ...], int]]) -> list[tuple[tuple[int, ...], list[int]]]:
-    """[(history, [next clusters of its examples])] in first-seen order."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for h, n in examples:
-        groups.setdefault(h, []).append(n)
+PromptKey = tuple[tuple[int, ...], "Evidence | None"]
+
+
+def group_examples(examples: Sequence[Example]) -> list[tuple[PromptKey, list[int]]]:
+    """[((history, evidence), [next clusters of its examples])] in first-seen order:
+    examples with the same prompt share it."""
+    groups: dict[PromptKey, list[int]] = {}
+    for h, e, n in examples:
+        groups.setdefault((h, e), []).append(n)
     return list(groups.items())
 
 
@@ -169,7 +187,7 @@ def _pad(seqs: Sequence[Sequence[int]], pad_id: int, dev, mask_dtype) -> tuple[t
     return ids, real
 
 
-def batch_loss(lm: LM, enc: PromptEncoder, groups: Sequence[tuple[tuple[int, ...], list[int]]]) -> torch.Tensor:
+def batch_loss(lm: LM, enc: PromptEncoder, groups: Sequence[tuple[PromptKey, list[int]]]) -> torch.Tensor:
     """Mean cross-entropy over the answer tokens of every example in ``groups``.
 
     Examples sharing a history share its prompt: the prompts run once (one row per
@@ -179,7 +197,7 @@ def batch_loss(lm: LM, enc: PromptEncoder, groups: Sequence[tuple[tuple[int, ...
     with torch.no_grad():
         head = prefix_batch(lm, enc.head_ids)
     rows = expand(head, len(groups))
-    prompts = [[t for seg in enc.history_segments(h) for t in seg] for h, _ in groups]
+    prompts = [[t for seg in enc.history_segments(h, e) for t in seg] for (h, e), _ in groups]
     ids, real = _pad(prompts, lm.pad_id, dev, rows.mask.dtype)
     mask = torch.cat([rows.mask, real], dim=1)
     lens = torch.tensor([len(p) for p in prompts], device=dev)
@@ -209,23 +227,25 @@ def batch_loss(lm: LM, enc: PromptEncoder, groups: Sequence[tuple[tuple[int, ...
 
 
 def evaluate(
-    lm: LM, enc: PromptEncoder, sample: pl.DataFrame, match_histories: Sequence[tuple[int, ...]], m: int
+    lm: LM, enc: PromptEncoder, sample: pl.DataFrame, match_histories: Sequence[tuple[int, ...]], m: int,
+    evidence: Mapping[tuple[int, ...], Evidence] | None = None,
 ) -> dict[str, float]:
     """Unconstrained match rate on ``match_histories`` and recall@1/@5 on ``sample``
-    (the search runs to depth max(m, 5))."""
+    (the search runs to depth max(m, 5)); ``evidence``: each history's prompt evidence."""
+    ev = (lambda h: None) if evidence is None else (lambda h: evidence[h])
     was_training = lm.model.training
     lm.model.eval()
     try:
         outs = greedy_answers(
             lm,
             enc.head_ids,
-            [[t for seg in enc.history_segments(h) for t in seg] for h in match_histories],
+            [[t for seg in enc.history_segments(h, ev(h)) for t in seg] for h in match_histories],
             enc.eos_id,
             enc.trie.max_len + 2,
         )
         match = sum(enc.parse(o) is not None for o in outs) / max(1, len(outs))
         hists = {tuple(int(c) for c in h) for h in sample["history"].to_list()}
-        top = infer_histories(lm, enc, sorted(hists), max(m, 5))
+        top = infer_histories(lm, enc, sorted(hists), max(m, 5), evidence=evidence)
         rec = recall_at({h: [c for c, _ in r] for h, r in top.items()}, sample, (1, 5))
     finally:
         lm.model.train(was_training)
@@ -246,6 +266,9 @@ class LlmInputs:
     # so weights chosen on them (fusion with the counts) are honest
     validation_transitions: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(
         schema={"history": pl.List(pl.Int32), "next_cluster_id": pl.Int32}))
+    # collaborative evidence of every history's prompt at inference (None: plain prompts);
+    # training examples carry their own, without their user, in train_pairs.evidence
+    evidence: dict[tuple[int, ...], Evidence] | None = None
 
 
 @dataclass(frozen=True)
@@ -294,7 +317,7 @@ def _schedule(opt: torch.optim.Optimizer, cfg: FinetuneConfig) -> torch.optim.lr
 
 
 def _check_examples(enc: PromptEncoder, examples, inputs: LlmInputs) -> None:
-    for h, n in examples:
+    for h, _, n in examples:
         enc.check_history(h)
         if n not in inputs.descriptions:
             raise ValueError(f"training pair {list(h)} -> {n} names cluster {n}, unknown at level {inputs.level}")
@@ -325,6 +348,9 @@ def finetune(
     examples = examples_from(inputs.train_pairs)
     _check_examples(enc, examples, inputs)
     version = version or model_version(base_path, inputs.level, inputs.k, inputs.train_pairs, inputs.descriptions, cfg)
+    reused = _reuse(out_root / version, version)
+    if reused is not None:  # the same inputs were fine-tuned before: same adapter
+        return reused
     rng = np.random.default_rng(cfg.seed + 1)
     plan = _eval_plan(inputs, cfg, rng)
 
@@ -337,7 +363,7 @@ def finetune(
     history: list[EvalPoint] = []
 
     def record(step: int, loss: float | None) -> None:
-        ev = evaluate(lm, enc, plan.sample, plan.match_histories, cfg.top_m)
+        ev = evaluate(lm, enc, plan.sample, plan.match_histories, cfg.top_m, inputs.evidence)
         point = EvalPoint(step, loss, ev["match_rate"], ev["recall_at_1"], ev["recall_at_5"],
                           time.perf_counter() - t0)
         history.append(point)
@@ -388,6 +414,20 @@ def finetune(
         },
     )
     return FinetuneResult(version, adapter_dir, history, plan.baselines, train_seconds, cfg)
+
+
+def _reuse(adapter_dir: Path, version: str) -> FinetuneResult | None:
+    """The finished adapter of ``version`` when one is saved complete (its name hashes
+    every input, so it is what training would produce again)."""
+    try:
+        meta = read_training(adapter_dir)
+    except AdapterError:
+        return None
+    if meta.get("model_version") != version or "history" not in meta:
+        return None
+    history = [EvalPoint(**p) for p in meta["history"]]
+    return FinetuneResult(version, adapter_dir, history, meta.get("baselines", {}), float(meta.get("train_seconds", 0.0)),
+                          FinetuneConfig(**meta["config"]), extra={"reused": True})
 
 
 # ---- adapter artifacts -------------------------------------------------------------------

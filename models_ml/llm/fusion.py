@@ -17,9 +17,11 @@ Everything is chosen on the validation fold of the train users, which neither th
 nor the counts it is fused with (n_fit) have seen: per segment the w_b of
 :data:`WEIGHT_GRID` with the best validation recall@5 (MRR breaks ties; segments with
 fewer than :data:`MIN_SEGMENT_TRANSITIONS` validation transitions share the overall
-best), for each gamma of :data:`DEBIAS_GRID`; among the gammas whose lookup (final
-counts, every history) has at least as many distinct top-1 clusters as the plain Markov
-table, the one with the best validation recall. Eval never takes part.
+best) or one weight for all segments, for each gamma of :data:`DEBIAS_GRID`; among the
+choices whose lookup (final counts, every history) has at least as many distinct top-1
+clusters as the plain Markov table, the one with the best validation recall (when none
+has, the best recall overall, and the shortfall shows in lookup_evaluation). Eval never
+takes part.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import polars as pl
 from models_ml import counts
 
 WEIGHT_GRID = tuple(round(0.1 * i, 1) for i in range(11))
-DEBIAS_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+DEBIAS_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 MIN_SEGMENT_TRANSITIONS = 30
 FLOOR = 1e-9  # probability floor before the log (a cluster the LLM gives no mass)
 
@@ -138,23 +140,24 @@ def choose(
         table = {}
         for w in WEIGHT_GRID:
             probs = fused_probs(p_llm_val, p_counts_val, p0_fit, seg_val, [w] * n_seg, gamma)
-            ranks = counts.ranks_of(probs, cluster_ids, targets)
-            table[w] = ranks
+            table[w] = counts.ranks_of(probs, cluster_ids, targets)
         overall = max(WEIGHT_GRID, key=lambda w: (counts.recall_mrr(table[w], m), -w))
-        weights = []
+        per_segment = []
         for s in range(n_seg):
             mask = seg_val == s
             if mask.sum() < MIN_SEGMENT_TRANSITIONS:
-                weights.append(overall)
+                per_segment.append(overall)
                 continue
-            weights.append(max(WEIGHT_GRID, key=lambda w: (counts.recall_mrr(table[w][mask], m), -w)))
-        val_probs = fused_probs(p_llm_val, p_counts_val, p0_fit, seg_val, weights, gamma)
-        recall, mrr = _score(val_probs, cluster_ids, targets, m)
-        distinct = distinct_top1(fused_probs(p_llm_all, p_counts_all, p0_all, seg_all, weights, gamma))
-        ok = distinct >= min_distinct
-        key = (ok, round(recall, 12), round(mrr, 12), distinct, -gamma)
-        if best is None or key > best[0]:
-            best = (key, weights, gamma, recall, mrr, distinct)
+            per_segment.append(max(WEIGHT_GRID, key=lambda w: (counts.recall_mrr(table[w][mask], m), -w)))
+        # the per-segment optimum, and every common weight (a more even lookup may need
+        # a weight that is not the most accurate one)
+        for weights in [tuple(per_segment)] + [(w,) * n_seg for w in WEIGHT_GRID]:
+            val_probs = fused_probs(p_llm_val, p_counts_val, p0_fit, seg_val, weights, gamma)
+            recall, mrr = _score(val_probs, cluster_ids, targets, m)
+            distinct = distinct_top1(fused_probs(p_llm_all, p_counts_all, p0_all, seg_all, weights, gamma))
+            key = (distinct >= min_distinct, round(recall, 12), round(mrr, 12), distinct, -gamma)
+            if best is None or key > best[0]:
+                best = (key, list(weights), gamma, recall, mrr, distinct)
     _, weights, gamma, recall, mrr, distinct = best
     llm_only = _score(p_llm_val, cluster_ids, targets, m)
     counts_only = _score(p_counts_val, cluster_ids, targets, m)

@@ -24,7 +24,7 @@ import itertools
 import json
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import duckdb
@@ -33,7 +33,7 @@ import polars as pl
 from models_ml import config
 from models_ml import warehouse as wh
 from models_ml.llm.decoding import LM, topm_prompts
-from models_ml.llm.tokens import ClusterSetError, PromptEncoder
+from models_ml.llm.tokens import ClusterSetError, Evidence, PromptEncoder
 
 LOOKUP_SCHEMA = {
     "level": pl.Int32,
@@ -68,9 +68,11 @@ def infer_histories(
     m: int,
     max_rows: int = MAX_ROWS,
     tree_rows: int = TREE_ROWS,
+    evidence: Mapping[tuple[int, ...], Evidence] | None = None,
 ) -> dict[tuple[int, ...], list[tuple[int, float]]]:
     """{history: [(cluster_id, score), ...] best first} for any set of histories:
-    ``max_rows`` histories per forward pass, at most ``tree_rows`` per token tree."""
+    ``max_rows`` histories per forward pass, at most ``tree_rows`` per token tree;
+    ``evidence`` gives each history's collaborative evidence segment (prompts.py)."""
     hist = sorted(dict.fromkeys(tuple(int(c) for c in h) for h in histories))
     for h in hist:
         enc.check_history(h)
@@ -85,7 +87,7 @@ def infer_histories(
             chunks[-1].extend(part)
     out: dict[tuple[int, ...], list[tuple[int, float]]] = {}
     for chunk in chunks:
-        prompts = [[enc.head_ids, *enc.history_segments(h)] for h in chunk]
+        prompts = [[enc.head_ids, *enc.history_segments(h, None if evidence is None else evidence[h])] for h in chunk]
         res = topm_prompts(lm, enc.trie, prompts, [frozenset(h) for h in chunk], m, tree_rows)
         out.update(zip(chunk, res))
     return out
@@ -131,6 +133,7 @@ def run_all_pairs(
     on_shard: Callable[[int, pl.DataFrame], None] | None = None,
     max_rows: int = MAX_ROWS,
     histories: Sequence[tuple[int, ...]] | None = None,
+    evidence: Mapping[tuple[int, ...], Evidence] | None = None,
 ) -> tuple[pl.DataFrame, dict]:
     """Every history's top-m (or those of ``histories``), shard by shard, resuming from
     ``work_dir``. Returns the lookup rows and run statistics (shards computed vs resumed)."""
@@ -160,7 +163,7 @@ def run_all_pairs(
         else:
             batches.append([shard])
     for batch in batches:
-        results = infer_histories(lm, enc, [h for s in batch for h in plan[s]], m, max_rows)
+        results = infer_histories(lm, enc, [h for s in batch for h in plan[s]], m, max_rows, evidence=evidence)
         for shard in batch:
             df = rows_frame({h: results[h] for h in plan[shard]}, level, k, model_version, shard)
             path = _shard_path(work_dir, shard)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -23,7 +23,7 @@ from models_ml import warehouse as wh
 from models_ml.llm import base as base_lm
 from models_ml.llm import finetune as ft
 from models_ml import counts
-from models_ml.llm import evaluation, fusion, pairs, prompts
+from models_ml.llm import alignment, evaluation, fusion, pairs, prompts
 from models_ml.llm.decoding import LM
 from models_ml.llm.finetune import LlmInputs
 from models_ml.llm.tokens import PromptEncoder, level_descriptions
@@ -63,7 +63,8 @@ def read_inputs(con: duckdb.DuckDBPyConnection, level: int, k: int) -> LlmInputs
         con, f"select {cols} from {config.TRAINING_PAIRS} where level = ? and k = ? order by all", [level, k]
     )
     trans = wh.query(
-        con, f"select {cols} from {config.NOVEL_TRANSITION_EXAMPLES} where level = ? and k = ? order by all", [level, k]
+        con, f"select {cols}, next_events from {config.NOVEL_TRANSITION_EXAMPLES} where level = ? and k = ? order by all",
+        [level, k]
     )
     _check_ids(pairs_df, descriptions, config.TRAINING_PAIRS, level, k)
     _check_ids(trans, descriptions, config.NOVEL_TRANSITION_EXAMPLES, level, k)
@@ -76,6 +77,50 @@ def read_inputs(con: duckdb.DuckDBPyConnection, level: int, k: int) -> LlmInputs
     train_trans = trans.filter(pl.col("split") == "train")
     validation = train_trans.filter(pl.col("fold") == "validation")
     return LlmInputs(level, k, descriptions, train, ev, train_trans, validation)
+
+
+def read_llm_inputs(con: duckdb.DuckDBPyConnection, level: int, k: int) -> LlmInputs:
+    """:func:`read_inputs` with the configured prompt evidence (IE_LLM_EVIDENCE)."""
+    inputs = read_inputs(con, level, k)
+    return with_evidence(con, inputs, config.llm_evidence(), lookup_histories(inputs))
+
+
+def with_evidence(con: duckdb.DuckDBPyConnection, inputs: LlmInputs, n: int,
+                  histories: list[tuple[int, ...]]) -> LlmInputs:
+    """``inputs`` with collaborative evidence in the prompts: every history's ``n`` most
+    frequent successors among the fit fold (successor_counts.n_fit, so the validation
+    users' own moves never show), and each training example's evidence without its own
+    user's moves from that history (the answer is not leaked)."""
+    if n <= 0:
+        return inputs
+    fit = counts.counts_from_frame(counts.read_counts(con, inputs.level, inputs.k), inputs.descriptions, "n_fit")
+    own = wh.query(
+        con,
+        f"""select user_id, history, next_cluster_id from {config.NOVEL_TRANSITION_EXAMPLES}
+            where level = ? and k = ? and split = 'train' and fold = 'fit' order by all""",
+        [inputs.level, inputs.k],
+    )
+    mine: dict[tuple, dict[int, int]] = {}
+    for user, h, c in own.iter_rows():
+        slot = mine.setdefault((user, tuple(int(x) for x in h)), {})
+        slot[int(c)] = slot.get(int(c), 0) + 1
+    users = wh.query(
+        con,
+        f"""select history, next_cluster_id, user_id from {config.TRAINING_PAIRS}
+            where level = ? and k = ? and split = 'train' and fold = 'fit' order by all""",
+        [inputs.level, inputs.k],
+    )
+    if users.height != inputs.train_pairs.height:
+        raise ValueError(f"{config.TRAINING_PAIRS} changed while the LLM inputs were read; re-run")
+    evidence = [
+        list(map(list, counts.top_successors(fit, tuple(int(x) for x in h), n, minus=mine.get((u, tuple(int(x) for x in h))))))
+        for h, _, u in users.iter_rows()
+    ]
+    pairs_frame = users.select("history", "next_cluster_id").with_columns(
+        pl.Series("evidence", evidence, dtype=pl.List(pl.List(pl.Int64)))
+    )
+    by_history = {h: counts.top_successors(fit, h, n) for h in histories}
+    return replace(inputs, train_pairs=pairs_frame, evidence=by_history)
 
 
 def _check_ids(df: pl.DataFrame, descriptions: dict[int, str], table: str, level: int, k: int) -> None:
@@ -188,12 +233,12 @@ def lookup_depth(descriptions: dict[int, str], k: int) -> int:
 
 def run_pair_inference(
     adapter_dir: Path, descriptions: dict[int, str], level: int, k: int, m: int, progress: bool = True, on_shard=None,
-    histories: list[tuple[int, ...]] | None = None,
+    histories: list[tuple[int, ...]] | None = None, evidence=None,
 ) -> tuple[pl.DataFrame, dict]:
     lm, enc, meta = load_inference_model(adapter_dir, descriptions, level, k)
     work = pairs.work_dir_for(Path(adapter_dir) / "pairs", level, k, m, descriptions)
     rows, stats = pairs.run_all_pairs(lm, enc, level, k, m, meta["model_version"], work, progress, on_shard,
-                                      histories=histories)
+                                      histories=histories, evidence=evidence)
     stats["tokens_processed"] = lm.tokens_processed
     return rows, stats
 
@@ -211,50 +256,104 @@ ZERO_SHOT = "zero_shot"
 LLM_ONLY = "llm_only"  # the fine-tuned model's own lookup, before fusion (kept for comparison)
 
 
-def fuse_lookup(
+@dataclass(frozen=True)
+class LookupVariant:
+    """One way of turning the LLM's rows into a lookup, with what it was chosen with."""
+
+    name: str  # llm_only, llm_fusion, llm_alignment
+    rows: pl.DataFrame  # LOOKUP_SCHEMA
+    fusion: fusion.Fusion | None = None
+    alignment: alignment.Alignment | None = None
+
+
+def lookup_variants(
     inputs: LlmInputs, llm_rows: pl.DataFrame, count_rows: pl.DataFrame, m: int
-) -> tuple[pl.DataFrame, fusion.Fusion | None]:
-    """The shipped lookup: the LLM's rows fused with the smoothed counts
-    (models_ml.llm.fusion), weights chosen on the validation fold. Without validation
-    transitions (a tiny data set) the LLM's own rows ship, and None says so."""
+) -> dict[str, LookupVariant]:
+    """The LLM's own rows and the mechanisms built on them (weights on the validation
+    fold): 'none' (llm_only), 'fusion' (models_ml.llm.fusion) and 'alignment'
+    (models_ml.llm.alignment re-ranking the fused top m). Without validation
+    transitions (a tiny data set) only 'none' exists."""
+    out = {"none": LookupVariant(LLM_ONLY, llm_rows)}
     if inputs.validation_transitions.height == 0 or llm_rows.height == 0:
-        return llm_rows, None
+        return out
     histories = sorted({tuple(int(c) for c in h) for h in llm_rows["history"].to_list()})
     model = counts.fitted(count_rows, inputs.descriptions, inputs.validation_transitions)
     ids = model.final.cluster_ids
+    where = model.final.index
     a, b = model.smoothing.alpha, model.smoothing.beta
     p_llm_all = fusion.llm_matrix(llm_rows, histories, ids)
     row_of = {h: i for i, h in enumerate(histories)}
-    val_hist = [tuple(int(c) for c in h) for h in inputs.validation_transitions["history"].to_list()]
-    known = [i for i, h in enumerate(val_hist) if h in row_of]
-    val_hist = [val_hist[i] for i in known]
-    targets = [inputs.validation_transitions["next_cluster_id"][i] for i in known]
+    val = inputs.validation_transitions.with_columns(
+        pl.col("history").map_elements(lambda h: tuple(int(c) for c in h) in row_of, return_dtype=pl.Boolean)
+        .alias("__known")
+    ).filter(pl.col("__known"))
+    val_hist = [tuple(int(c) for c in h) for h in val["history"].to_list()]
+    targets = val["next_cluster_id"].to_list()
     bounds = tuple(int(x) for x in config.dbt_vars()["history_seen_bounds"])
+    p_llm_val = p_llm_all[[row_of[h] for h in val_hist]]
+    p_counts_val, p0_fit = counts.smoothed_probs(model.fit, val_hist, a, b), counts.popularity_prior(model.fit)
+    seen_val = np.array([model.fit.history_count(h) for h in val_hist])
+    p_counts_all, p0_all = counts.smoothed_probs(model.final, histories, a, b), counts.popularity_prior(model.final)
+    seen_all = np.array([model.final.history_count(h) for h in histories])
     chosen = fusion.choose(
-        p_llm_val=p_llm_all[[row_of[h] for h in val_hist]],
-        p_counts_val=counts.smoothed_probs(model.fit, val_hist, a, b),
-        p0_fit=counts.popularity_prior(model.fit),
-        seen_val=np.array([model.fit.history_count(h) for h in val_hist]),
-        targets=targets, cluster_ids=ids, bounds=bounds, m=min(counts.SELECTION_M, m),
-        p_llm_all=p_llm_all,
-        p_counts_all=counts.smoothed_probs(model.final, histories, a, b),
-        p0_all=counts.popularity_prior(model.final),
-        seen_all=np.array([model.final.history_count(h) for h in histories]),
-        min_distinct=fusion.markov_distinct_top1(model.final, histories),
-        alpha=a, beta=b,
+        p_llm_val, p_counts_val, p0_fit, seen_val, targets, ids, bounds, min(counts.SELECTION_M, m),
+        p_llm_all, p_counts_all, p0_all, seen_all, fusion.markov_distinct_top1(model.final, histories), a, b,
     )
-    probs = fusion.fused_probs(
-        p_llm_all, counts.smoothed_probs(model.final, histories, a, b), counts.popularity_prior(model.final),
-        fusion.segments(np.array([model.final.history_count(h) for h in histories]), bounds),
-        chosen.llm_weights, chosen.debias,
-    )
-    version = f"{llm_rows['model_version'][0]}+fused-{chosen.digest()}-{model.version(config.split_mode())}"
-    rows = counts.lookup_rows(probs, ids, histories, "llm", inputs.level, inputs.k, version, depth=m)
+    fused_all = fusion.fused_probs(p_llm_all, p_counts_all, p0_all, fusion.segments(seen_all, bounds),
+                                   chosen.llm_weights, chosen.debias)
+    base_version = llm_rows["model_version"][0]
     shard = dict(zip((tuple(h) for h in llm_rows["history"].to_list()), llm_rows["shard"].to_list()))
-    rows = rows.drop("policy").with_columns(
-        pl.Series("shard", [shard[tuple(h)] for h in rows["history"].to_list()], dtype=pl.Int32)
+
+    def rows_of(probs: np.ndarray, version: str) -> pl.DataFrame:
+        rows = counts.lookup_rows(probs, ids, histories, "llm", inputs.level, inputs.k, version, depth=m)
+        rows = rows.drop("policy").with_columns(
+            pl.Series("shard", [shard[tuple(h)] for h in rows["history"].to_list()], dtype=pl.Int32)
+        )
+        return rows.select(list(pairs.LOOKUP_SCHEMA))
+
+    counts_version = model.version(config.split_mode())
+    out["fusion"] = LookupVariant(
+        "llm_fusion", rows_of(fused_all, f"{base_version}+fused-{chosen.digest()}-{counts_version}"), chosen
     )
-    return rows.select(list(pairs.LOOKUP_SCHEMA)), chosen
+    # feedback alignment: a scorer of (history, cluster) fitted on the validation
+    # transitions' engagement re-ranks the fused top m
+    from models_ml import clusters
+
+    emb = clusters.embed_texts([inputs.descriptions[int(c)] for c in ids])
+    fused_val = fusion.fused_probs(p_llm_val, p_counts_val, p0_fit, fusion.segments(seen_val, bounds),
+                                   chosen.llm_weights, chosen.debias)
+    x_val = alignment.features(p_llm_val, p_counts_val, p0_fit, seen_val,
+                               alignment.similarity_matrix(emb, val_hist, where))
+    top_val = np.argsort(-fused_val, axis=1, kind="stable")[:, :m]
+    allowed = np.zeros_like(fused_val, dtype=bool)
+    np.put_along_axis(allowed, top_val, True, axis=1)
+    allowed &= fused_val > 0
+    target_col = np.array([where[int(t)] for t in targets])
+    inside = allowed[np.arange(len(targets)), target_col]
+    engagement = np.log1p(val["next_events"].fill_null(1).to_numpy().astype(np.float64))
+    fitted_alignment = alignment.fit(x_val[inside], allowed[inside], target_col[inside], engagement[inside])
+    x_all = alignment.features(p_llm_all, p_counts_all, p0_all, seen_all,
+                               alignment.similarity_matrix(emb, histories, where))
+    # the same balance rule as the fusion: the best validation recall among the
+    # popularity discounts that keep at least as many distinct top-1 clusters as markov
+    min_distinct = fusion.markov_distinct_top1(model.final, histories)
+    best = None
+    for gamma in fusion.DEBIAS_GRID:
+        candidate = replace(fitted_alignment, debias=gamma)
+        val_ranked = alignment.rerank_top(fused_val, alignment.scores(x_val, fused_val > 0, candidate, np.log(p0_fit)), m)
+        recall, mrr = counts.recall_mrr(counts.ranks_of(val_ranked, ids, targets), min(counts.SELECTION_M, m))
+        all_ranked = alignment.rerank_top(fused_all, alignment.scores(x_all, fused_all > 0, candidate, np.log(p0_all)), m)
+        distinct = fusion.distinct_top1(all_ranked)
+        key = (distinct >= min_distinct, round(recall, 12), round(mrr, 12), distinct, -gamma)
+        if best is None or key > best[0]:
+            best = (key, candidate, all_ranked)
+    _, fitted_alignment, aligned_all = best
+    out["alignment"] = LookupVariant(
+        "llm_alignment",
+        rows_of(aligned_all, f"{base_version}+aligned-{fitted_alignment.digest()}-{chosen.digest()}-{counts_version}"),
+        chosen, fitted_alignment,
+    )
+    return out
 
 
 def zero_shot_version(base_path: Path, descriptions: dict[int, str]) -> str:

@@ -42,17 +42,29 @@ class PromptFormat:
     item_prefix: str = "- "
     tail: str = "\n+"
     answer_prefix: str = " "
+    # collaborative evidence (optional): the history's most frequent successors among
+    # train users, with their counts, as one more segment before the tail
+    evidence_prefix: str = "\n= others then chose: "
+    evidence_empty: str = "nothing yet"
 
     def item(self, description: str, first: bool, last: bool) -> str:
         """The text segment of one history cluster."""
         return ("" if first else "\n") + self.item_prefix + clean(description) + (self.tail if last else "")
 
-    def segments(self, descriptions: Sequence[str]) -> list[str]:
-        """[head, cluster 1, ..., cluster K + tail], oldest first."""
+    def evidence(self, successors: Sequence[tuple[str, int]]) -> str:
+        """The evidence segment: 'description (count)' pairs, most frequent first."""
+        listed = "; ".join(f"{clean(d)} ({int(n)})" for d, n in successors)
+        return self.evidence_prefix + (listed or self.evidence_empty) + self.tail
+
+    def segments(self, descriptions: Sequence[str], evidence: Sequence[tuple[str, int]] | None = None) -> list[str]:
+        """[head, cluster 1, ..., cluster K + tail], oldest first; with ``evidence``
+        (successor descriptions and counts) [head, cluster 1, ..., cluster K, evidence + tail]."""
         if not descriptions:
             raise ValueError("a prompt needs at least one history cluster description")
         k = len(descriptions)
-        return [self.head] + [self.item(d, i == 0, i == k - 1) for i, d in enumerate(descriptions)]
+        if evidence is None:
+            return [self.head] + [self.item(d, i == 0, i == k - 1) for i, d in enumerate(descriptions)]
+        return [self.head] + [self.item(d, i == 0, False) for i, d in enumerate(descriptions)] + [self.evidence(evidence)]
 
     def answer(self, description: str) -> str:
         """Answer text; the end-of-sequence token is appended as a token id."""

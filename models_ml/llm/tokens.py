@@ -17,6 +17,11 @@ import polars as pl
 from models_ml.llm import prompts
 
 
+# Collaborative evidence of a prompt: (cluster_id, count) of the history's most frequent
+# successors among train users, most frequent first (models_ml.llm.prompts).
+Evidence = tuple[tuple[int, int], ...]
+
+
 class ClusterSetError(ValueError):
     """The level's clusters cannot be used by the LLM layer."""
 
@@ -133,15 +138,17 @@ class PromptEncoder:
             self._segment_cache[text] = self._encode(text)
         return self._segment_cache[text]
 
-    def history_segments(self, history: Sequence[int]) -> list[list[int]]:
+    def history_segments(self, history: Sequence[int], evidence: Evidence | None = None) -> list[list[int]]:
         """[cluster 1, ..., cluster K + tail] token ids of the prompt's segments
-        (models_ml.llm.prompts.PromptFormat.segments; the head is :attr:`head_ids`)."""
+        (models_ml.llm.prompts.PromptFormat.segments; the head is :attr:`head_ids`); with
+        ``evidence`` ((cluster_id, count) pairs) the evidence segment carries the tail."""
         self.check_history(history)
-        segments = self.fmt.segments([self.descriptions[int(c)] for c in history])
+        listed = None if evidence is None else [(self.descriptions[int(c)], n) for c, n in evidence]
+        segments = self.fmt.segments([self.descriptions[int(c)] for c in history], listed)
         return [self._segment_ids(s) for s in segments[1:]]
 
-    def prompt_ids(self, history: Sequence[int]) -> list[int]:
-        return self.head_ids + [t for seg in self.history_segments(history) for t in seg]
+    def prompt_ids(self, history: Sequence[int], evidence: Evidence | None = None) -> list[int]:
+        return self.head_ids + [t for seg in self.history_segments(history, evidence) for t in seg]
 
     def answer_ids(self, cluster_id: int) -> tuple[int, ...]:
         return self.trie.answers[cluster_id]

@@ -29,7 +29,9 @@ evaluation_dbt_assets = dbt_asset_group(name="evaluation_dbt_assets", group=GROU
           asset_key(config.NOVEL_INTEREST_TRANSITIONS)],
     description=(
         "The lookups the shipped one is compared with, at the LLM level and K, for every history: "
-        "llm_only (the fine-tuned model before fusion with the counts), zero_shot (the base model "
+        "llm_only (the fine-tuned model alone), llm_fusion and llm_alignment (the mechanisms built on "
+        "it: log-linear fusion with the counts, and fusion re-ranked by the feedback-aligned scorer), "
+        "zero_shot (the base model "
         "without an adapter, same prompt and constrained decoding) and markov_smoothed (counts "
         "interpolated with the last cluster's and popularity, weights chosen on the validation fold of "
         "the train users)."
@@ -38,7 +40,7 @@ evaluation_dbt_assets = dbt_asset_group(name="evaluation_dbt_assets", group=GROU
 def policy_lookups(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     level, k = config.llm_level(), config.history_len()
     with warehouse.connect() as con:
-        inputs = pipeline.read_inputs(con, level, k)
+        inputs = pipeline.read_llm_inputs(con, level, k)
         count_rows = counts.read_counts(con, level, k)
     histories = pipeline.lookup_histories(inputs)
     model = counts.fitted(count_rows, inputs.descriptions, inputs.validation_transitions)
@@ -52,10 +54,13 @@ def policy_lookups(context: AssetExecutionContext, warehouse: WarehouseResource)
     zero, stats = pipeline.run_zero_shot_inference(inputs.descriptions, level, k, m, histories=histories)
     zero_seconds = time.perf_counter() - t0
     zero = zero.drop("shard").with_columns(policy=pl.lit(pipeline.ZERO_SHOT))
-    llm_only = pipeline.read_pair_inference(pipeline.current_adapter_dir(), inputs.descriptions, level, k, m, histories)
-    llm_only = llm_only.drop("shard").with_columns(policy=pl.lit(pipeline.LLM_ONLY))
+    llm_rows = pipeline.read_pair_inference(pipeline.current_adapter_dir(), inputs.descriptions, level, k, m, histories)
+    variants = pipeline.lookup_variants(inputs, llm_rows, count_rows, m)
+    blocks = [smoothed, zero] + [
+        v.rows.drop("shard").with_columns(policy=pl.lit(v.name)) for v in variants.values()
+    ]
     with warehouse.connect() as con:
-        n = sum(counts.write_policy_lookups(con, block) for block in (smoothed, zero, llm_only))
+        n = sum(counts.write_policy_lookups(con, block) for block in blocks)
     context.log.info(f"markov_smoothed alpha {smoothing.alpha} beta {smoothing.beta} "
                      f"(validation recall@{counts.SELECTION_M} {smoothing.validation_recall:.3f}); "
                      f"zero-shot {stats['histories']} histories in {zero_seconds:.0f}s")

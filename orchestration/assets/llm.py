@@ -40,7 +40,7 @@ transition_lookup_assets = dbt_asset_group(name="llm_dbt_assets", group=GROUP, s
 def llm_finetune(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     level, k = config.llm_level(), config.history_len()
     with warehouse.connect() as con:
-        inputs = pipeline.read_inputs(con, level, k)
+        inputs = pipeline.read_llm_inputs(con, level, k)
     cfg = pipeline.finetune_config()
     context.log.info(
         f"fine-tuning on {inputs.train_pairs.height} pairs, {len(inputs.descriptions)} clusters "
@@ -54,6 +54,8 @@ def llm_finetune(context: AssetExecutionContext, warehouse: WarehouseResource) -
         )
 
     result = pipeline.run_finetune(inputs, cfg, on_eval=log_point)
+    if result.extra.get("reused"):
+        context.log.info(f"adapter {result.model_version} was fine-tuned on these inputs before: reused")
     frame = pipeline.finetune_history_frame(result, level, k)
     with warehouse.connect() as con:
         pipeline.write_finetune_history(con, frame)
@@ -68,6 +70,7 @@ def llm_finetune(context: AssetExecutionContext, warehouse: WarehouseResource) -
             "zero_shot_recall_at_5": MetadataValue.float(zero.recall_at_5),
             "popularity_recall_at_5": MetadataValue.float(result.baselines["popularity_recall_at_5"]),
             "train_seconds": MetadataValue.float(round(result.train_seconds, 1)),
+            "reused_adapter": MetadataValue.bool(bool(result.extra.get("reused"))),
             "history": MetadataValue.md(markdown_table(frame.drop("model_version", "level", "k"))),
             "config": MetadataValue.json(result.config.__dict__),
         }
@@ -90,34 +93,42 @@ def llm_finetune(context: AssetExecutionContext, warehouse: WarehouseResource) -
 def novel_interest_transitions(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     level, k = config.llm_level(), config.history_len()
     with warehouse.connect() as con:
-        inputs = pipeline.read_inputs(con, level, k)
+        inputs = pipeline.read_llm_inputs(con, level, k)
     m = pipeline.lookup_depth(inputs.descriptions, k)
     adapter = pipeline.current_adapter_dir()
     t0 = time.perf_counter()
     rows, stats = pipeline.run_pair_inference(adapter, inputs.descriptions, level, k, m,
-                                              histories=pipeline.lookup_histories(inputs))
+                                              histories=pipeline.lookup_histories(inputs), evidence=inputs.evidence)
     seconds = time.perf_counter() - t0
     with warehouse.connect() as con:
         count_rows = counts.read_counts(con, level, k)
     t1 = time.perf_counter()
-    shipped, fused = pipeline.fuse_lookup(inputs, rows, count_rows, m)
-    fusion_seconds = time.perf_counter() - t1
+    variants = pipeline.lookup_variants(inputs, rows, count_rows, m)
+    mechanism_seconds = time.perf_counter() - t1
+    mechanism = config.llm_mechanism()
+    if mechanism not in variants:
+        context.log.warning(f"no validation transitions: the LLM's own lookup ships instead of {mechanism}")
+        mechanism = "none"
+    shipped = variants[mechanism].rows
     metrics = pipeline.lookup_metrics(shipped, inputs)
     with warehouse.connect() as con:
         write_lookup(con, shipped, level, k)
-    context.log.info(f"lookup: {stats['histories']} histories, {rows.height} rows in {seconds:.0f}s; {metrics}")
-    fusion_meta = {}
-    if fused is None:
-        context.log.warning("no validation transitions: the LLM's own lookup ships unfused")
-    else:
+    context.log.info(f"lookup ({mechanism}): {stats['histories']} histories, {rows.height} rows in {seconds:.0f}s; "
+                     f"{metrics}")
+    fusion_meta = {"mechanism": mechanism, "mechanism_seconds": MetadataValue.float(round(mechanism_seconds, 2))}
+    fused = variants[mechanism].fusion
+    if fused is not None:
         context.log.info(f"fusion: llm weights by segment {fused.llm_weights}, debias {fused.debias}; "
                          f"validation {fused.validation}")
-        fusion_meta = {
+        fusion_meta.update({
             **{f"fusion_llm_weight_segment_{i}": MetadataValue.float(w) for i, w in enumerate(fused.llm_weights)},
             "fusion_debias": MetadataValue.float(fused.debias),
-            "fusion_seconds": MetadataValue.float(round(fusion_seconds, 2)),
             **{f"validation_{key}": MetadataValue.float(float(v)) for key, v in fused.validation.items()},
-        }
+        })
+    aligned = variants[mechanism].alignment
+    if aligned is not None:
+        fusion_meta.update({f"alignment_{name}": MetadataValue.float(w)
+                            for name, w in zip(pipeline.alignment.FEATURES, aligned.weights)})
     return MaterializeResult(
         metadata={
             **fusion_meta,

@@ -25,7 +25,8 @@ sequences as (
         level,
         seq_pos,
         cluster_id,
-        first_ts
+        first_ts,
+        n_events
 
     from {{ ref('user_cluster_sequences') }}
 
@@ -39,6 +40,7 @@ with_context as (
         seq_pos,
         cluster_id,
         first_ts,
+        n_events,
         {%- for i in range(lookback, 0, -1) %}
         lag(cluster_id, {{ i }}) over user_timeline as prev_{{ i }}{{ "," if not loop.last }}
         {%- endfor %}
@@ -76,6 +78,7 @@ with_history as (
         with_context.seq_pos,
         with_context.cluster_id,
         with_context.first_ts,
+        with_context.n_events,
         {%- set prevs = [] -%}
         {%- for i in range(lookback, 0, -1) -%}{%- do prevs.append('prev_' ~ i) -%}{%- endfor %}
         {%- if k <= 2 %}
@@ -106,7 +109,9 @@ examples as (
         history,
         cluster_id as next_cluster_id,
         first_ts as event_ts,
-        seq_pos
+        seq_pos,
+        -- engagement after the move: positive events of the run the transition starts
+        n_events as next_events
 
     from with_history
 

@@ -1,0 +1,112 @@
+"""Feedback alignment (after Wang et al., "User Feedback Alignment for LLM-powered
+Exploration in Large-scale Recommendation Systems"): a second scorer, trained on the
+aggregated engagement of (history, candidate cluster) pairs, re-ranks the novelty
+model's first n clusters.
+
+Engagement of a novel transition h -> c is what the user did next in c: the positive
+events of the run that starts it (novel_transition_examples.next_events). The scorer is
+a conditional logit over each history's candidates with features of (h, c): the LLM's
+and the counts' log-probabilities, popularity, how often h was seen (alone and times
+each log-probability, so the weight of the counts can grow with their evidence) and the
+cosine similarity of c's description to h's. It is fitted on the validation fold of the
+train users (the LLM and the counts n_fit it reads have not seen them), each transition
+weighted by log(1 + engagement), so pairs users stayed with count more; the final
+lookup re-ranks every history's first n clusters by it. Eval never takes part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models_ml.llm.fusion import FLOOR
+
+FEATURES = ("log_p_llm", "log_p_counts", "log_p0", "seen_x_log_p_llm", "seen_x_log_p_counts", "similarity")
+L2 = 1e-2
+STEPS = 300
+
+
+@dataclass(frozen=True)
+class Alignment:
+    weights: tuple[float, ...]  # one per FEATURES entry
+    validation_loss: float
+    transitions: int
+    debias: float = 0.0  # gamma: scores x p0 ** -gamma, for balance (fusion.DEBIAS_GRID)
+
+    def digest(self) -> str:
+        key = (tuple(round(w, 6) for w in self.weights), self.debias)
+        return hashlib.sha256(repr(key).encode()).hexdigest()[:8]
+
+
+def features(p_llm: np.ndarray, p_counts: np.ndarray, p0: np.ndarray, seen: np.ndarray,
+             similarity: np.ndarray) -> np.ndarray:
+    """(H, C, F) features of every (history, cluster) pair."""
+    a = np.log(np.maximum(p_llm, FLOOR))
+    b = np.log(np.maximum(p_counts, FLOOR))
+    s = np.log1p(np.asarray(seen, dtype=np.float64))[:, None]
+    return np.stack([a, b, np.broadcast_to(np.log(p0)[None], a.shape), s * a, s * b, similarity], axis=-1)
+
+
+def fit(x: np.ndarray, allowed: np.ndarray, target: np.ndarray, weight: np.ndarray) -> Alignment:
+    """Conditional logit: ``x`` (N, C, F) features, ``allowed`` (N, C) candidates,
+    ``target`` (N,) column of the cluster the user went to, ``weight`` (N,)."""
+    xt = torch.tensor(x, dtype=torch.float64)
+    mask = torch.tensor(allowed)
+    y = torch.tensor(target, dtype=torch.long)
+    w = torch.tensor(weight, dtype=torch.float64)
+    theta = torch.zeros(x.shape[-1], dtype=torch.float64, requires_grad=True)
+    with torch.no_grad():
+        theta[0], theta[1] = 0.5, 0.5  # start at the plain log-linear mix
+    opt = torch.optim.LBFGS([theta], lr=0.5, max_iter=STEPS, line_search_fn="strong_wolfe")
+
+    def loss_fn():
+        opt.zero_grad()
+        logits = (xt @ theta).masked_fill(~mask, float("-inf"))
+        nll = -torch.log_softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
+        loss = (w * nll).sum() / w.sum() + L2 * (theta**2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():  # callers may run under no_grad (inference)
+        opt.step(loss_fn)
+        final = float(loss_fn())
+    return Alignment(tuple(float(v) for v in theta.detach()), final, int(len(target)))
+
+
+def scores(x: np.ndarray, allowed: np.ndarray, alignment: Alignment, log_p0: np.ndarray | None = None) -> np.ndarray:
+    """(H, C) aligned probabilities over each history's candidates (discounted by
+    popularity ``log_p0`` times ``alignment.debias`` when given)."""
+    logits = x @ np.asarray(alignment.weights)
+    if log_p0 is not None:
+        logits = logits - alignment.debias * log_p0[None]
+    logits = np.where(allowed, logits, -np.inf)
+    logits = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def rerank_top(base: np.ndarray, aligned: np.ndarray, n: int) -> np.ndarray:
+    """Probabilities ordering ``base``'s first n clusters by ``aligned``: those n share
+    ``base``'s mass over them in proportion to ``aligned``; every other cluster keeps a
+    vanishing share of its ``base`` probability, so it ranks below them (the lookup
+    stores the first n)."""
+    out = base * 1e-6
+    for i in range(base.shape[0]):
+        order = np.lexsort((np.arange(base.shape[1]), -base[i]))
+        top = [j for j in order[:n] if base[i, j] > 0]
+        weights = aligned[i, top]
+        out[i, top] = base[i, top].sum() * weights / max(weights.sum(), FLOOR)
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def similarity_matrix(desc_emb: np.ndarray, histories: Sequence[tuple[int, ...]], where: dict[int, int]) -> np.ndarray:
+    """(H, C) cosine of each cluster's description embedding to the mean of the
+    history's (normalised) description embeddings."""
+    e = desc_emb / np.linalg.norm(desc_emb, axis=1, keepdims=True)
+    h = np.stack([e[[where[c] for c in hist]].mean(axis=0) for hist in histories])
+    h = h / np.linalg.norm(h, axis=1, keepdims=True)
+    return h @ e.T
