@@ -285,6 +285,12 @@ def llm_evidence() -> int:
     return env_int("IE_LLM_EVIDENCE", 0, minimum=0)
 
 
+def zero_shot_enabled() -> bool:
+    """IE_ZERO_SHOT (default 1): also score every history with the base model alone
+    (the zero_shot policy); `make evaluate` turns it off for its comparison runs."""
+    return env_int("IE_ZERO_SHOT", 1, minimum=0) > 0
+
+
 LLM_MECHANISMS = ("none", "fusion", "alignment")
 
 

@@ -219,13 +219,14 @@ def lookup_rows(
     return pl.DataFrame(recs, schema=POLICY_LOOKUP_SCHEMA, orient="row")
 
 
-def write_policy_lookups(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame) -> int:
-    """Replace the (policy, level, k) blocks of ml.policy_lookups that ``rows`` holds,
-    keeping every other block, atomically."""
+def write_policy_lookups(con: duckdb.DuckDBPyConnection, blocks: Sequence[pl.DataFrame]) -> int:
+    """Replace every policy's rows at the (level, k) the ``blocks`` hold with them,
+    keeping other levels and K, atomically: a policy a run no longer computes (the
+    zero-shot model turned off) leaves no stale rows behind."""
+    rows = pl.concat([b.select([pl.col(c).cast(t) for c, t in POLICY_LOOKUP_SCHEMA.items()]) for b in blocks])
     if rows.height == 0:
         raise ValueError(f"refusing to write an empty block of {config.POLICY_LOOKUPS}")
-    rows = rows.select([pl.col(c).cast(t) for c, t in POLICY_LOOKUP_SCHEMA.items()])
-    return wh.replace_partition(con, config.POLICY_LOOKUPS, rows, by=("policy", "level", "k"))
+    return wh.replace_partition(con, config.POLICY_LOOKUPS, rows, by=("level", "k"))
 
 
 POLICY_LOOKUP_SCHEMA = {

@@ -4,7 +4,8 @@ evaluated with the user split, and the default level and K with both split modes
 run re-materializes the dbt marts, the LLM and the evaluation groups with that
 configuration (Dagster subprocess runs on the same warehouse), and lookup_evaluation
 keeps every run's rows. Comparison runs fine-tune with fewer LoRA steps
-(IE_EVAL_LLM_STEPS, default 60; the report lists each adapter's steps) and, where a
+(IE_EVAL_LLM_STEPS, default 60; the report lists each adapter's steps) without the
+zero-shot policy (the base model alone costs as much as the lookup), and, where a
 level and K give more than IE_EVAL_MAX_HISTORIES ordered histories (default 5000), the
 LLM lookups cover the histories that occur in the data rather than all of them. The
 default configuration runs last, so the warehouse is left as `make demo` builds it and
@@ -46,6 +47,7 @@ def run_env(run: dict, n_clusters: dict[int, int]) -> dict[str, str]:
     env = dict(os.environ, IE_LEVEL=str(run["level"]), IE_K=str(run["k"]), IE_SPLIT_MODE=run["split_mode"])
     if not run["full"]:
         env["IE_LLM_STEPS"] = str(config.env_int("IE_EVAL_LLM_STEPS", 60, minimum=1))
+        env["IE_ZERO_SHOT"] = "0"
     histories = math.perm(n_clusters[run["level"]], run["k"])
     if histories > config.env_int("IE_EVAL_MAX_HISTORIES", 5000, minimum=1):
         env["IE_LLM_HISTORIES"] = "observed"

@@ -166,3 +166,40 @@ def test_training_evidence_leaves_the_examples_own_user_out(tmp_path):
     assert ev.train_pairs.height == 3  # the fit fold only
     # at inference every prompt shows the fit fold's counts: the validation user's move never
     assert ev.evidence == {(0, 1): ((2, 2), (3, 1))}
+
+
+def test_lookup_variants_build_every_mechanism_from_the_models_rows():
+    """The three mechanisms from one set of LLM rows: llm_only as given, llm_fusion and
+    llm_alignment ranking every history's clusters outside it (depth 2), versions naming
+    the adapter and the weights."""
+    from models_ml.llm import finetune as ft
+    from models_ml.llm import pairs, pipeline
+
+    desc = {1: "jazz", 2: "bread", 3: "chess", 4: "birds"}
+    hist = pairs.all_histories(desc, 2)
+    llm_rows = pl.DataFrame(
+        [(2, 2, list(h), r, c, s, "llm-test", h[0]) for h in hist
+         for r, (c, s) in enumerate(zip([c for c in desc if c not in h], (0.6, 0.4)), start=1)],
+        schema=pairs.LOOKUP_SCHEMA, orient="row")
+    trans = pl.DataFrame({"history": [[1, 2]] * 40 + [[3, 4]] * 40, "next_cluster_id": [3] * 40 + [1] * 40,
+                          "next_events": [2] * 80},
+                         schema={"history": pl.List(pl.Int32), "next_cluster_id": pl.Int32, "next_events": pl.Int64})
+    count_rows = pl.DataFrame(
+        [("history", [1, 2], 3, 30, 20), ("history", [3, 4], 1, 30, 20), ("last_cluster", [2], 3, 30, 20),
+         ("last_cluster", [4], 1, 30, 20), ("all", [], 3, 30, 20), ("all", [], 1, 30, 20)],
+        schema={"context": pl.String, "history": pl.List(pl.Int32), "next_cluster_id": pl.Int32,
+                "n_train": pl.Int64, "n_fit": pl.Int64}, orient="row")
+    inputs = ft.LlmInputs(2, 2, desc, trans.head(0), trans, trans, trans)
+    variants = pipeline.lookup_variants(inputs, llm_rows, count_rows, m=2)
+    assert set(variants) == {"none", "fusion", "alignment"}
+    assert variants["none"].rows.equals(llm_rows)
+    for name in ("fusion", "alignment"):
+        rows = variants[name].rows
+        assert rows.height == len(hist) * 2 and rows.schema == pl.Schema(pairs.LOOKUP_SCHEMA)
+        assert not any(c in h for h, c in rows.select("history", "next_cluster_id").iter_rows())
+        assert rows["model_version"][0].startswith("llm-test+")
+    assert "+fused-" in variants["fusion"].rows["model_version"][0]
+    assert "+aligned-" in variants["alignment"].rows["model_version"][0]
+    # the validation transitions go where the counts say: the fused top-1 of [1, 2] is 3
+    top = variants["fusion"].rows.filter((pl.col("rank") == 1) & (pl.col("history") == [1, 2]))
+    assert top["next_cluster_id"].to_list() == [3]

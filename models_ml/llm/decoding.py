@@ -313,13 +313,14 @@ def topm_prompts(
     tree_rows: int = 40,
 ) -> list[list[tuple[int, float]]]:
     """Top-m clusters for each prompt, given as token segments (head, cluster 1, ...,
-    cluster K + tail). Prompts sharing all but their last segment go into the same
-    tree (at most ``tree_rows`` per tree), where they share that prefix's KV cache;
-    the trees run side by side as batch rows, and each best-first round is one
-    forward pass."""
+    cluster K + tail, or an evidence segment last). Prompts sharing their head and
+    first cluster go into the same tree (at most ``tree_rows`` per tree, in order, so
+    longer shared prefixes stay together), where every shared prefix's KV cache is
+    computed once; the trees run side by side as batch rows, and each best-first round
+    is one forward pass."""
     groups: dict[tuple, list[int]] = {}
     for i, segs in enumerate(prompts):
-        groups.setdefault(tuple(tuple(s) for s in segs[:-1]), []).append(i)
+        groups.setdefault(tuple(tuple(s) for s in segs[:2]), []).append(i)
     trees = [idx[s : s + tree_rows] for idx in groups.values() for s in range(0, len(idx), tree_rows)]
     tree = TokenTree(lm, len(trees))
     where: list[tuple[int, int]] = [(0, 0)] * len(prompts)  # prompt -> (tree, last prompt position)

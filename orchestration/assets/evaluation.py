@@ -51,19 +51,19 @@ def policy_lookups(context: AssetExecutionContext, warehouse: WarehouseResource)
         model.final.cluster_ids, histories, "markov_smoothed", level, k, model.version(config.split_mode()), depth=m,
     )
     t0 = time.perf_counter()
-    zero, stats = pipeline.run_zero_shot_inference(inputs.descriptions, level, k, m, histories=histories)
+    blocks = [smoothed]
+    if config.zero_shot_enabled():
+        zero, stats = pipeline.run_zero_shot_inference(inputs.descriptions, level, k, m, histories=histories)
+        blocks.append(zero.drop("shard").with_columns(policy=pl.lit(pipeline.ZERO_SHOT)))
     zero_seconds = time.perf_counter() - t0
-    zero = zero.drop("shard").with_columns(policy=pl.lit(pipeline.ZERO_SHOT))
     llm_rows = pipeline.read_pair_inference(pipeline.current_adapter_dir(), inputs.descriptions, level, k, m, histories)
     variants = pipeline.lookup_variants(inputs, llm_rows, count_rows, m)
-    blocks = [smoothed, zero] + [
-        v.rows.drop("shard").with_columns(policy=pl.lit(v.name)) for v in variants.values()
-    ]
+    blocks += [v.rows.drop("shard").with_columns(policy=pl.lit(v.name)) for v in variants.values()]
     with warehouse.connect() as con:
-        n = sum(counts.write_policy_lookups(con, block) for block in blocks)
+        n = counts.write_policy_lookups(con, blocks)
     context.log.info(f"markov_smoothed alpha {smoothing.alpha} beta {smoothing.beta} "
                      f"(validation recall@{counts.SELECTION_M} {smoothing.validation_recall:.3f}); "
-                     f"zero-shot {stats['histories']} histories in {zero_seconds:.0f}s")
+                     f"zero-shot {'on' if config.zero_shot_enabled() else 'off'} ({zero_seconds:.0f}s)")
     return MaterializeResult(
         metadata={
             "dagster/row_count": MetadataValue.int(n),
@@ -72,7 +72,6 @@ def policy_lookups(context: AssetExecutionContext, warehouse: WarehouseResource)
             "markov_smoothed_validation_recall_at_5": MetadataValue.float(smoothing.validation_recall),
             "markov_smoothed_validation_mrr": MetadataValue.float(smoothing.validation_mrr),
             "validation_transitions": MetadataValue.int(smoothing.validation_transitions),
-            "zero_shot_model_version": zero["model_version"][0],
             "zero_shot_seconds": MetadataValue.float(round(zero_seconds, 1)),
         }
     )
