@@ -38,6 +38,10 @@ Audit = Callable[[duckdb.DuckDBPyConnection, list[str]], None]
 _AUDITS: dict[int, Audit] = {}  # id(connection) -> its audit, while it is open
 
 
+# Exit status of every reader CLI when the warehouse stayed locked (EX_TEMPFAIL: retry later)
+EXIT_BUSY = 75
+
+
 class WarehouseBusyError(RuntimeError):
     """Another process held the warehouse file for longer than the lock timeout."""
 

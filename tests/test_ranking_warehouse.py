@@ -32,6 +32,7 @@ def world(tmp_path_factory):
     seqrec.save(result, model_dir)
     loaded = seqrec.load(model_dir)
     with wh.connect(db) as con:
+        wh.write_table(con, config.RANKER_EVALUATION, seqrec.evaluation_frame(result))  # the model is this warehouse's
         stats = policies.generate_all(con, loaded, K, level=2, history_len=2, chunk_users=4)
         recs = wh.read_table(con, config.RECOMMENDATIONS)
     return {"tmp": tmp, "db": db, "loaded": loaded, "model_dir": model_dir, "stats": stats, "recs": recs}
