@@ -26,7 +26,7 @@ class WarehouseResource(ConfigurableResource):
     audit: bool = True
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        instance, run = context.instance, context.dagster_run
+        instance, run = context.instance, context.run
         if instance is None or run is None:
             return
         runs.record_worker(instance, run)
