@@ -23,6 +23,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 
 from models_ml import config
 from models_ml import warehouse as wh
+from orchestration.resources import WarehouseResource
 
 # The dbt next to this interpreter (the venv need not be activated), through the
 # wrapper that dies with this process; plain dbt in a venv installed before it existed.
@@ -70,7 +71,8 @@ def dbt_asset_group(name: str, group: str, select: str, exclude: str = "") -> As
         name=name,
         dagster_dbt_translator=_GroupTranslator(group),
     )
-    def _assets(context: AssetExecutionContext, dbt: DbtCliResource):
+    def _assets(context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+        # the warehouse resource also starts the run's bookkeeping (orchestration/runs.py)
         try:
             wh.wait_until_free(config.database_path(), on_wait=context.log.warning)
         except wh.WarehouseBusyError as exc:

@@ -144,8 +144,8 @@ def check_types(df: pl.DataFrame, file: str | Path, columns: dict[str, str]) -> 
         dtype = df.schema[col]
         if _accepts(kind, dtype):
             continue
-        values = df.get_column(col).drop_nulls()
-        example = repr(values[0]) if len(values) else "only nulls"
+        values = df.get_column(col).drop_nulls().head(1).to_list()
+        example = repr(values[0]) if values else "only nulls"
         example = example if len(example) <= 60 else example[:57] + "..."
         hint = ""
         if kind == ID and dtype.is_float():
