@@ -26,7 +26,8 @@ def bind_to_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent:  # the parent died before the request took effect
+    # the parent died during start-up, before the request took effect: we were re-parented
+    if parent == 1 or os.getppid() != parent:
         os._exit(1)
 
 
