@@ -16,8 +16,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
-from dagster._core.storage.dagster_run import DagsterRun
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
 PID_TAG = "interest_explorer/worker"  # "<host>:<pid>:<process start ticks>"
 
