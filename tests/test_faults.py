@@ -49,12 +49,12 @@ def catalog(tmp: Path, n_items: int, prefix: str = "i", users: int = 20) -> Path
     return tmp
 
 
-def run_assets(db: Path, assets, monkeypatch, source: Path):
+def run_assets(db: Path, assets, monkeypatch, source: Path, instance: DagsterInstance | None = None):
     monkeypatch.setenv("IE_SOURCE", "files")
     monkeypatch.setenv("IE_SOURCE_PATH", str(source))
     monkeypatch.setenv("DUCKDB_DATABASE", str(db))
     return materialize(assets, resources={"warehouse": WarehouseResource(database=str(db))},
-                       instance=DagsterInstance.ephemeral(), raise_on_error=False)
+                       instance=instance or DagsterInstance.ephemeral(), raise_on_error=False)
 
 
 def snapshot(db: Path) -> dict[str, list]:
@@ -151,11 +151,9 @@ def test_reject_rate_below_the_share_is_a_warning_line(published, tmp_path, monk
     source = catalog(tmp_path / "b", 100)
     with open(source / "interactions.csv", "a") as fh:
         fh.write("u1,i001,2023-02-01 10:00 CET,4\n")
-    monkeypatch.setenv("IE_SOURCE", "files")
-    monkeypatch.setenv("IE_SOURCE_PATH", str(source))
     instance = DagsterInstance.ephemeral()
-    result = materialize([ingestion.ingest_source], resources={"warehouse": WarehouseResource(database=str(db))},
-                         instance=instance)
+    result = run_assets(db, [ingestion.ingest_source], monkeypatch, source, instance)
+    assert result.success
     messages = [r.user_message for r in instance.all_logs(result.run_id)]
     assert any("interactions.csv: 1 of 201 rows rejected (0.5%), within IE_MAX_REJECT_SHARE=0.05: "
                "event_ts with a time-zone name (use Z or +hh:mm) 1" in m for m in messages)
@@ -222,13 +220,17 @@ def test_materialization_waits_for_a_reader_and_succeeds_once_it_closes(publishe
     handler = ReleaseOnWait()
     logging.getLogger(wh.__name__).addHandler(handler)
     monkeypatch.setenv("IE_LOCK_TIMEOUT_S", "600")
+    instance = DagsterInstance.ephemeral()
     try:
-        result = run_assets(db, [ingestion.ingest_source], monkeypatch, catalog(tmp_path / "b", 100, prefix="n"))
+        result = run_assets(db, [ingestion.ingest_source], monkeypatch, catalog(tmp_path / "b", 100, prefix="n"),
+                            instance)
     finally:
         logging.getLogger(wh.__name__).removeHandler(handler)
         release(reader)
     assert result.success
-    assert seen == [f"waiting up to 600 s for warehouse {db}: locked by process {reader.pid}"]
+    line = f"waiting up to 600 s for warehouse {db}: locked by process {reader.pid}"
+    assert seen == [line]
+    assert line in [r.user_message for r in instance.all_logs(result.run_id)]  # in the run's log too
     with wh.connect(db, read_only=True) as con:
         assert con.execute(f"select min(item_id) from {config.RAW_ITEMS}").fetchone()[0] == "n000"
 

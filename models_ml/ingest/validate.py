@@ -374,7 +374,7 @@ def validate_items(
     Fallbacks, counted in the notes: empty text -> the title; empty title -> the
     start of the text.
     """
-    check_types(df, file, {item_id: ID, title: TEXT, text: TEXT})
+    check_types(df, file, {col: COLUMN_KINDS[kind] for kind, col in (("item_id", item_id), ("title", title), ("text", text))})
     df = with_row_numbers(df)
     work = df.with_columns(
         clean_id(item_id).alias("__id"), clean_text(title).alias("__title"), clean_text(text).alias("__text")
@@ -434,7 +434,8 @@ def validate_interactions(
     user_id, item_id, event_ts as an earlier valid row, which is kept). ``ts_unit``:
     the unit of integer timestamps (default IE_TS_UNIT).
     """
-    check_types(df, file, {user_id: ID, item_id: ID, event_ts: TIMESTAMP, engagement: NUMBER})
+    check_types(df, file, {col: COLUMN_KINDS[kind] for kind, col in
+                           (("user_id", user_id), ("item_id", item_id), ("event_ts", event_ts), ("engagement", engagement))})
     df = with_row_numbers(df)
     parsed = parse_event_ts(df[event_ts], ts_unit)
     work = df.with_columns(
