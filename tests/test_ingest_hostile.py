@@ -5,6 +5,7 @@ rejected row gets, and the row accounting (every data row is kept or rejected)."
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import polars as pl
@@ -292,3 +293,16 @@ def test_gate_warns_below_the_share_and_is_configurable(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"IE_MAX_REJECT_SHARE must be a number in 0.0..1.0, got '2'"):
         v.check_reject_shares(r)
     assert r.stats["reject_share_by_file"] == {"interactions.csv": 0.3, "items.csv": 0.0}
+
+
+@pytest.mark.parametrize("bad_row, reason", [
+    ("u{i},7,01/28/2023 10:00,4", v.UNPARSABLE_EVENT_TS),           # mixed formats: half US dates
+    ("u{i},7,2023-01-28T10:00:00 America/New_York,4", v.EVENT_TS_TIME_ZONE_NAME),
+    ("u{i},007,2023-01-28T10:00:00,4", v.ITEM_ID_FORMAT),           # ids 007 vs 7
+])
+def test_a_third_or_half_quarantined_stops_the_run(tmp_path, bad_row, reason):
+    rows = [bad_row.format(i=i) for i in range(5)] + [f"g{i},8,2023-01-28T10:00:00,4" for i in range(5)]
+    r = load_source("files", write(tmp_path, "\n".join(rows) + "\n"))
+    assert r.stats["rejected"] == {reason: 5}
+    with pytest.raises(v.RejectRateError, match=rf"5 of 10 rows rejected \(50\.0%\).*top reasons: {re.escape(reason)} 5"):
+        v.check_reject_shares(r)
