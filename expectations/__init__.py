@@ -1,12 +1,15 @@
 """Great Expectations suites for the warehouse and the runner used by the Dagster
 asset checks and by CI (``python -m expectations validate --db FILE``)."""
 
+from expectations.gate import GateError, audit
 from expectations.runner import CheckResult, SuiteResult, ValidationReport, validate_table, validate_warehouse
 from expectations.suites import TABLES, Params, build_suite, resolve_table
 
 __all__ = [
     "TABLES",
+    "audit",
     "CheckResult",
+    "GateError",
     "Params",
     "SuiteResult",
     "ValidationReport",

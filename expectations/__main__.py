@@ -1,7 +1,8 @@
 """``python -m expectations validate --db FILE [--tables T ...] [--json OUT]``
 
 Validates a warehouse file against the GE suites, prints a readable report and
-exits 1 when any expectation fails (2 on usage errors), so CI can gate on it.
+exits 1 when any expectation fails, so CI can gate on it; 2 on usage errors (no such
+file or table), 75 when another process kept the file locked for IE_LOCK_TIMEOUT_S.
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = validate_warehouse(args.db, tables, samples=args.samples)
+    from models_ml.warehouse import EXIT_BUSY, WarehouseBusyError
+
+    try:
+        report = validate_warehouse(args.db, tables, samples=args.samples)
+    except WarehouseBusyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     print(format_report(report))
     if args.json:
         args.json.write_text(json.dumps(report.to_dict(), indent=2))

@@ -10,7 +10,9 @@ the orchestration layer, so dbt and Python always agree.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+import hashlib
 import os
 from pathlib import Path
 
@@ -80,12 +82,19 @@ def source_path() -> Path | None:
 _MODELS_ROOT = (REPO_ROOT / "warehouse" / "models").resolve()
 
 
+def warehouse_key(path: Path | None = None) -> str:
+    """``<file stem>-<8 hex digits of the resolved path>``: two warehouse files with the
+    same name in different folders get different keys."""
+    db = (path or database_path()).resolve()
+    return f"{db.stem}-{hashlib.sha256(str(db).encode()).hexdigest()[:8]}"
+
+
 def models_dir() -> Path:
     """Where this warehouse's trained models live (adapters, the sequence recommender):
-    IE_MODELS_DIR, else warehouse/models/<database file stem>, so warehouses built from
+    IE_MODELS_DIR, else warehouse/models/<warehouse_key()>, so warehouses built from
     different data never serve each other's models (git-ignored)."""
     explicit = _env("IE_MODELS_DIR")
-    return Path(explicit).resolve() if explicit else _MODELS_ROOT / database_path().stem
+    return Path(explicit).resolve() if explicit else _MODELS_ROOT / warehouse_key()
 
 
 def reports_dir() -> Path:
@@ -117,6 +126,21 @@ def env_int(name: str, default: int | None = None, minimum: int | None = None) -
     return out
 
 
+def env_float(name: str, default: float, minimum: float | None = None, maximum: float | None = None) -> float:
+    """The one parser of float environment variables (unset or empty gives ``default``)."""
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        out = float(value)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={value!r} is not a number") from exc
+    if out != out or (minimum is not None and out < minimum) or (maximum is not None and out > maximum):
+        bounds = f"{'-inf' if minimum is None else minimum}..{'inf' if maximum is None else maximum}"
+        raise ValueError(f"{name} must be a number in {bounds}, got {value!r}")
+    return out
+
+
 def _env_cast(name: str, cast):
     """An environment variable cast to ``cast`` (None when unset)."""
     raw = _env(name)
@@ -128,17 +152,95 @@ def _env_cast(name: str, cast):
         raise ValueError(f"environment variable {name}={raw!r} is not a valid {cast.__name__}") from exc
 
 
-def cluster_sizes(n_items: int) -> tuple[int, int]:
-    """(coarse, fine) cluster counts: env overrides, else scaled to the catalog.
+MIN_COARSE_CLUSTERS = 2  # a level needs a choice
+MIN_FINE_CLUSTERS = MIN_COARSE_CLUSTERS + 1  # coarse must be strictly coarser
 
-    Defaults keep fine clusters at ~50 items (at most 40 at the LLM level, which
-    bounds the N x (N-1) pair inference) and coarse at ~5 fine clusters each.
+
+class ClusterSizeError(ValueError):
+    """The catalog cannot hold the cluster levels (checked before anything is published)."""
+
+
+def cluster_sizes(n_items: int, n_texts: int | None = None) -> tuple[int, int]:
+    """(coarse, fine) cluster counts for a catalog of ``n_items`` items with ``n_texts``
+    distinct texts (default: all distinct).
+
+    Unset counts scale with the catalog: fine ~50 items per cluster (at most 40 at the
+    LLM level, which bounds the N x (N-1) pair inference), coarse ~5 fine clusters each,
+    and both scale down to what a small catalog can hold: never below 2 coarse and 3 fine
+    clusters, never more fine clusters than distinct texts, coarse always below fine.
+    Counts set by IE_FINE_CLUSTERS / IE_COARSE_CLUSTERS are kept as set; a catalog too
+    small for them (or for the floors) is a :class:`ClusterSizeError` naming the minimum.
     """
-    fine = env_int("IE_FINE_CLUSTERS") or max(2, min(40, n_items // 50))
-    coarse = env_int("IE_COARSE_CLUSTERS") or max(2, min(12, fine // 5))
+    n_texts = n_items if n_texts is None else n_texts
+    set_fine = env_int("IE_FINE_CLUSTERS", minimum=MIN_FINE_CLUSTERS)
+    set_coarse = env_int("IE_COARSE_CLUSTERS", minimum=MIN_COARSE_CLUSTERS)
+    fine = set_fine or max(MIN_FINE_CLUSTERS, min(40, n_items // 50, n_texts))
+    if set_coarse is not None:
+        coarse = set_coarse
+    else:
+        coarse = min(max(MIN_COARSE_CLUSTERS, min(12, fine // 5)), fine - 1)
     if coarse >= fine:
-        raise ValueError(f"coarse cluster count ({coarse}) must be smaller than fine ({fine})")
+        raise ClusterSizeError(
+            f"IE_COARSE_CLUSTERS ({coarse}) must be smaller than the fine cluster count ({fine}"
+            f"{', IE_FINE_CLUSTERS' if set_fine else ', scaled to the catalog'})"
+        )
+    if n_texts < fine:
+        what = f"IE_FINE_CLUSTERS={fine}" if set_fine else f"the minimum of {fine} fine clusters"
+        raise ClusterSizeError(
+            f"{RAW_ITEMS} would hold {n_items} items with {n_texts} distinct texts: {what} needs at least "
+            f"{fine} items with distinct texts"
+        )
     return coarse, fine
+
+
+# ---- ingestion: accepted encodings and the reject-rate gate -------------------
+TS_UNITS = {"s": 1_000_000, "ms": 1_000, "us": 1}  # IE_TS_UNIT -> microseconds per unit
+DEFAULT_TS_MIN = dt.datetime(1990, 1, 1)
+
+
+def ts_unit() -> str:
+    """IE_TS_UNIT: the unit of integer unix timestamps in the files source (s, ms or us;
+    default s). There is no guessing from the magnitude."""
+    unit = _env("IE_TS_UNIT", "s")
+    if unit not in TS_UNITS:
+        raise ValueError(f"IE_TS_UNIT must be one of {', '.join(TS_UNITS)}, got {unit!r}")
+    return unit
+
+
+def _env_datetime(name: str, default: dt.datetime) -> dt.datetime:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} is not an ISO-8601 date or date-time") from exc
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def ts_range() -> tuple[dt.datetime, dt.datetime]:
+    """[IE_TS_MIN, IE_TS_MAX): plausible event times (naive UTC). Defaults 1990-01-01 and
+    now + 1 day: a value outside is mis-scaled or mis-encoded, never an event."""
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    lo = _env_datetime("IE_TS_MIN", DEFAULT_TS_MIN)
+    hi = _env_datetime("IE_TS_MAX", now + dt.timedelta(days=1))
+    if lo >= hi:
+        raise ValueError(f"IE_TS_MIN ({lo}) must be before IE_TS_MAX ({hi})")
+    return lo, hi
+
+
+def max_reject_share() -> float:
+    """IE_MAX_REJECT_SHARE: above this share of rejected rows in any source file the
+    ingestion stops and publishes nothing (default 0.05)."""
+    return env_float("IE_MAX_REJECT_SHARE", 0.05, minimum=0.0, maximum=1.0)
+
+
+def lock_timeout_s() -> float:
+    """IE_LOCK_TIMEOUT_S: how long a writer or reader waits for another process that
+    holds the warehouse file (default 60 s)."""
+    return env_float("IE_LOCK_TIMEOUT_S", 60.0, minimum=0.0)
 
 
 # ---- dbt vars: the one home of set-based parameters -------------------------

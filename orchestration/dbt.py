@@ -6,6 +6,10 @@ so the graph ingestion -> dbt -> Python -> dbt has no cycle inside one op.
 The manifest is parsed by `make manifest` (every Makefile target that loads the
 definitions runs it first) and, under `dagster dev`, again at start-up by
 ``prepare_if_dev()``, so edits to the dbt project show without a deploy step.
+
+dbt runs as ``ie-dbt`` (orchestration/dbt_child.py), which dies with the Dagster
+process, and only once no other process holds the warehouse file (it waits like
+every writer, IE_LOCK_TIMEOUT_S).
 """
 
 import json
@@ -14,13 +18,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
-from dagster import AssetExecutionContext, AssetsDefinition
+from dagster import AssetExecutionContext, AssetsDefinition, Failure
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from models_ml import config
+from models_ml import warehouse as wh
+from orchestration.resources import WarehouseResource
 
-# The dbt next to this interpreter: the venv need not be activated to run dbt.
-DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
+# The dbt next to this interpreter (the venv need not be activated), through the
+# wrapper that dies with this process; plain dbt in a venv installed before it existed.
+_BOUND_DBT = Path(sys.executable).with_name("ie-dbt")
+DBT_EXECUTABLE = str(_BOUND_DBT if _BOUND_DBT.exists() else Path(sys.executable).with_name("dbt"))
 
 dbt_project = DbtProject(project_dir=config.DBT_PROJECT_DIR, profiles_dir=config.DBT_PROJECT_DIR)
 dbt_project.prepare_if_dev()
@@ -63,7 +71,12 @@ def dbt_asset_group(name: str, group: str, select: str, exclude: str = "") -> As
         name=name,
         dagster_dbt_translator=_GroupTranslator(group),
     )
-    def _assets(context: AssetExecutionContext, dbt: DbtCliResource):
+    def _assets(context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+        # the warehouse resource also starts the run's bookkeeping (orchestration/runs.py)
+        try:
+            wh.wait_until_free(config.database_path(), on_wait=context.log.warning)
+        except wh.WarehouseBusyError as exc:
+            raise Failure(description=str(exc)) from None
         yield from dbt.cli(["build", "--vars", dbt_build_vars()], context=context).stream()
 
     return _assets

@@ -46,9 +46,11 @@ def db(tmp_path):
     return build_warehouse(tmp_path / "wh.duckdb")
 
 
-def run_toy_graph(db, lookup: pl.DataFrame, recs: pl.DataFrame):
+def run_toy_graph(db, lookup: pl.DataFrame, recs: pl.DataFrame, audit: bool = False):
     """lookup -> recommendations -> metrics, each writing the warehouse, with the real
-    GE checks on the first two. Returns (result, assets that ran)."""
+    GE checks on the first two. Returns (result, assets that ran). Without ``audit`` a
+    bad table is published, so the checks (the second line of defence, and the only one
+    for tables changed outside a write) are what stops the graph."""
     ran: list[str] = []
 
     @asset(key=NIT_KEY)
@@ -69,7 +71,7 @@ def run_toy_graph(db, lookup: pl.DataFrame, recs: pl.DataFrame):
 
     result = materialize(
         [lookup_table, recommendations, metrics, quality.ge_asset_check(NIT), quality.ge_asset_check(R)],
-        resources={"warehouse": WarehouseResource(database=str(db))},
+        resources={"warehouse": WarehouseResource(database=str(db), audit=audit)},
         instance=DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
@@ -124,6 +126,28 @@ def test_bad_lookup_table_blocks_recommendations(db):
     # the previous recommendations are still there, untouched
     with wh.connect(db) as con:
         assert wh.read_table(con, R)["score"].min() > 0
+
+
+def test_audit_refuses_a_bad_lookup_before_it_is_published(db):
+    """Write, audit, publish: with the resource's audit (the default) the bad lookup
+    table fails its suite on the staged table inside the write transaction, so it is
+    never published, its asset fails naming the expectation, and nothing downstream runs."""
+    good = frames()
+    with wh.connect(db) as con:
+        before = wh.read_table(con, NIT).sort("level", "k", "history", "rank")
+    bad = good[NIT].with_columns(
+        pl.when((pl.col("history") == pl.lit([0, 1], dtype=pl.List(pl.Int32))) & (pl.col("rank") == 1))
+        .then(0).otherwise(pl.col("next_cluster_id")).cast(pl.Int32).alias("next_cluster_id")
+    )
+    result, ran = run_toy_graph(db, bad, good[R], audit=True)
+    assert not result.success
+    assert ran == ["lookup"] and materialized(result) == set()
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.to_string()
+    assert "refusing to publish ml.novel_interest_transitions" in message and "next_not_in_history" in message
+    with wh.connect(db) as con:
+        assert wh.read_table(con, NIT).sort("level", "k", "history", "rank").equals(before)
+        assert not con.execute("select count(*) from information_schema.tables where table_name like '__stage_%'").fetchone()[0]
 
 
 def test_bad_recommendations_block_metrics(db):

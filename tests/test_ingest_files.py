@@ -33,10 +33,10 @@ INTERACTIONS_CSV = (
     "u2,i1,2024-01-03T00:00:00,great\n"        # 8 non-numeric engagement
     "u2,i1,2024-01-03T00:00:00,\n"             # 9 null engagement
     "u2,i9,2024-01-04T00:00:00,5\n"            # 10 unknown item_id
-    "u2,i3,1704326400,5\n"                     # 11 ok, unix seconds
-    "u2,i4,2024-01-05T00:00:00Z,4\n"           # 12 its item was rejected -> unknown item_id
+    "u2,i3,2024-01-04 00:00,5\n"               # 11 ok, no seconds
+    "u2,i4,2024-01-05T00:00:00Z,4\n"           # 12 its item was rejected for having no text
     "u3,i2,2024-01-05T02:00:00+02:00, 1 \n"    # 13 ok, offset converted to UTC, padded number
-    "u3,i1,1704326400000,3\n"                  # 14 milliseconds: out of range
+    "u3,i1,1704326400,3\n"                     # 14 a unix time among ISO strings: mixed encodings
     ",,,\n"                                    # 15 empty row
     "u3,i3,2024-02-30,2\n"                     # 16 no such date
 )
@@ -76,8 +76,8 @@ def test_csv_values_and_every_rejection(csv_dir):
         ("interactions.csv", 8, v.NON_NUMERIC_ENGAGEMENT),
         ("interactions.csv", 9, v.NULL_ENGAGEMENT),
         ("interactions.csv", 10, v.UNKNOWN_ITEM_ID),
-        ("interactions.csv", 12, v.UNKNOWN_ITEM_ID),
-        ("interactions.csv", 14, v.EVENT_TS_OUT_OF_RANGE),
+        ("interactions.csv", 12, f"{v.REJECTED_ITEM}: {v.ITEM_WITHOUT_TEXT}"),
+        ("interactions.csv", 14, v.EVENT_TS_MIXED),
         ("interactions.csv", 15, v.EMPTY_ROW),
         ("interactions.csv", 16, v.UNPARSABLE_EVENT_TS),
         ("items.csv", 4, v.ITEM_WITHOUT_TEXT),
@@ -85,8 +85,9 @@ def test_csv_values_and_every_rejection(csv_dir):
         ("items.csv", 6, v.NULL_ITEM_ID),
     ]
     assert r.stats["rejected"] == {
-        v.NULL_ITEM_ID: 2, v.UNKNOWN_ITEM_ID: 2, v.UNPARSABLE_EVENT_TS: 2, v.DUPLICATE_EVENT: 1,
-        v.DUPLICATE_ITEM_ID: 1, v.EMPTY_ROW: 1, v.EVENT_TS_OUT_OF_RANGE: 1, v.ITEM_WITHOUT_TEXT: 1,
+        v.NULL_ITEM_ID: 2, v.UNPARSABLE_EVENT_TS: 2, v.DUPLICATE_EVENT: 1, v.UNKNOWN_ITEM_ID: 1,
+        f"{v.REJECTED_ITEM}: {v.ITEM_WITHOUT_TEXT}": 1,
+        v.DUPLICATE_ITEM_ID: 1, v.EMPTY_ROW: 1, v.EVENT_TS_MIXED: 1, v.ITEM_WITHOUT_TEXT: 1,
         v.NON_NUMERIC_ENGAGEMENT: 1, v.NULL_ENGAGEMENT: 1, v.NULL_EVENT_TS: 1, v.NULL_USER_ID: 1,
     }
     assert r.stats["rejected_total"] == r.rejected.height == 15
@@ -152,7 +153,7 @@ def test_missing_directory_files_and_columns(tmp_path):
 def test_unreadable_csv_names_the_file(tmp_path):
     (tmp_path / "items.csv").write_text("item_id,title,text\n1,x,y\n")
     (tmp_path / "interactions.csv").write_text("user_id,item_id,event_ts,engagement\nu,1,2024-01-01,4,extra,fields\n")
-    with pytest.raises(IngestError, match=r"interactions\.csv: cannot be read"):
+    with pytest.raises(IngestError, match=r"interactions\.csv: line 2 has 6 field\(s\) where the header has 4"):
         load_source("files", tmp_path)
 
 

@@ -202,7 +202,7 @@ def synthetic_warehouse(db: Path, descriptions=DESCRIPTIONS, bad_next: int | Non
         return pl.DataFrame(
             {"level": 2, "k": 2, "history": [list(h) for h in hist for _ in range(reps)], "next_cluster_id": nxt,
              "split": split, "fold": "fit" if split == "train" else None,
-             "user_id": [f"u{i}" for i in range(len(hist) * reps)]},
+             "user_id": [f"u{i}" for i in range(len(hist) * reps)], "next_events": 1},
             schema_overrides={"history": pl.List(pl.Int32), "next_cluster_id": pl.Int32, "level": pl.Int32, "k": pl.Int32},
         )
     pairs_df = pl.concat([frame("train", 3), frame("eval", 1)])

@@ -32,6 +32,7 @@ def world(tmp_path_factory):
     seqrec.save(result, model_dir)
     loaded = seqrec.load(model_dir)
     with wh.connect(db) as con:
+        wh.write_table(con, config.RANKER_EVALUATION, seqrec.evaluation_frame(result))  # the model is this warehouse's
         stats = policies.generate_all(con, loaded, K, level=2, history_len=2, chunk_users=4)
         recs = wh.read_table(con, config.RECOMMENDATIONS)
     return {"tmp": tmp, "db": db, "loaded": loaded, "model_dir": model_dir, "stats": stats, "recs": recs}
@@ -243,3 +244,40 @@ def test_exploration_metrics_mart(world):
     assert m[("popular", "catalog_coverage")] == pytest.approx(8 / 12)
     assert m[("popular", "cluster_coverage")] == pytest.approx(3 / 4)
     assert m[("popular", "mean_slate_size")] == 3.0
+
+
+# ---- models belong to their warehouse -------------------------------------------------
+
+
+def test_models_folder_derives_from_the_whole_warehouse_path(tmp_path, monkeypatch):
+    monkeypatch.delenv("IE_MODELS_DIR", raising=False)
+    dirs = set()
+    for folder in ("a", "b"):
+        monkeypatch.setenv("DUCKDB_DATABASE", str(tmp_path / folder / "interest_explorer.duckdb"))
+        d = config.models_dir()
+        assert d.parent == config.REPO_ROOT / "warehouse" / "models" and d.name.startswith("interest_explorer-")
+        assert config.ranker_dir() == d / "sasrec"
+        dirs.add(d)
+    assert len(dirs) == 2  # same file name, different folders: different models
+    monkeypatch.setenv("IE_MODELS_DIR", str(tmp_path / "mine"))
+    assert config.models_dir() == tmp_path / "mine"
+
+
+def test_recommend_refuses_a_model_the_warehouse_does_not_record(world, tmp_path, monkeypatch, capsys):
+    db = tmp_path / world["db"].name
+    shutil.copy(world["db"], db)
+    with wh.connect(db) as con:
+        con.execute(f"update {config.RANKER_EVALUATION} set model_version = 'sasrec-of-another-warehouse'")
+    version = world["loaded"].model_version
+    with wh.connect(db, read_only=True) as con:
+        with pytest.raises(online.ForeignModelError, match=rf"model_version {version}\) does not belong to this "
+                                                           "warehouse, which records sasrec-of-another-warehouse"):
+            online.recommend("u1", K, "explore", con, world["model_dir"])
+    monkeypatch.setenv("DUCKDB_DATABASE", str(db))
+    monkeypatch.setenv("IE_MODELS_DIR", str(world["model_dir"].parent))
+    assert recommend_cli.main(["--user", "u1"]) == recommend_cli.EXIT_FOREIGN_MODEL == 4
+    assert "does not belong to this warehouse" in capsys.readouterr().err
+    with wh.connect(db) as con:
+        con.execute(f"drop table {config.RANKER_EVALUATION}")
+    assert recommend_cli.main(["--user", "u1"]) == 3
+    assert f"{config.RANKER_EVALUATION} does not exist" in capsys.readouterr().err

@@ -4,7 +4,9 @@ cluster). ``--k`` is kept as an alias of ``--slate-size`` for existing scripts.
 
 Reads the warehouse (DUCKDB_DATABASE) read-only and the trained ranker (IE_MODELS_DIR).
 Exit codes: 0 ok, 2 bad input (unknown user, no positive history, bad arguments),
-3 missing prerequisites (no warehouse, no trained model, missing or stale tables).
+3 missing prerequisites (no warehouse, no trained model, missing or stale tables),
+4 the trained ranker does not belong to this warehouse (its model_version is not in
+ml.ranker_evaluation), 75 the warehouse stayed locked by a writer (IE_LOCK_TIMEOUT_S).
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import argparse
 import sys
 
 from models_ml import config
+from models_ml import warehouse as wh
 from models_ml.items import online
 from models_ml.lookup import StaleLookupError, UnknownUserError
+
+EXIT_FOREIGN_MODEL = 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         rec = online.recommend(args.user, args.slate_size, args.policy)
+    except wh.WarehouseBusyError as exc:
+        print(f"recommend: {exc}", file=sys.stderr)
+        return wh.EXIT_BUSY
+    except online.ForeignModelError as exc:
+        print(f"recommend: {exc}", file=sys.stderr)
+        return EXIT_FOREIGN_MODEL
     except (UnknownUserError, online.NoPositiveHistoryError, ValueError) as exc:
         # StaleLookupError is a ValueError too, but it is a pipeline state problem.
         code = 3 if isinstance(exc, StaleLookupError) else 2

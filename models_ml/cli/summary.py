@@ -1,5 +1,6 @@
-"""`python -m orchestration.summary`: row counts of the warehouse and a few example
-queries with their results (the last step of `make demo`)."""
+"""`python -m models_ml.cli.summary`: row counts of the warehouse and a few example
+queries with their results (the last step of `make demo`). Exit codes: 0 ok, 1 empty
+tables, 75 the warehouse stayed locked by a writer (IE_LOCK_TIMEOUT_S)."""
 
 from __future__ import annotations
 
@@ -100,6 +101,14 @@ order by split_mode, metric, value desc""",
 
 def main() -> int:
     path = config.database_path()
+    try:
+        return _summary(path)
+    except wh.WarehouseBusyError as exc:
+        print(f"summary: {exc}", file=sys.stderr)
+        return wh.EXIT_BUSY
+
+
+def _summary(path) -> int:
     with wh.connect(path, read_only=True) as con:
         counts = wh.row_counts(con)
         print(f"\nWarehouse: {path}\n")

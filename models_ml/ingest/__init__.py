@@ -3,7 +3,9 @@
 ``load_source(source, path)`` reads one of ``config.SOURCES``; every source goes
 through :mod:`models_ml.ingest.validate`, so the rules for bad rows are the same
 everywhere: unusable rows are set aside in ``rejected`` with a reason, missing
-files or columns and an empty result raise :class:`IngestError`.
+files or columns, columns of the wrong type and an empty result raise
+:class:`IngestError`. The reject-rate gate (``validate.check_reject_shares``) is
+applied by the ingestion asset before anything is published.
 """
 
 from __future__ import annotations

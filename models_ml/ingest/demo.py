@@ -413,17 +413,18 @@ def generate(
     )
     gen_s = time.perf_counter() - t0
 
-    kept_items, item_rej, notes = v.validate_items(
+    checked = v.validate_items(
         items, "demo:items", item_id="item_id", title="title", text="text", raw_cols=items.columns
     )
     kept, inter_rej = v.validate_interactions(
         interactions, "demo:interactions", user_id="user_id", item_id="item_id", event_ts="event_ts",
-        engagement="engagement", raw_cols=interactions.columns, known_items=kept_items["item_id"],
+        engagement="engagement", raw_cols=interactions.columns, known_items=checked.items["item_id"],
+        rejected_items=checked.rejected_ids,
     )
     return v.finalize(
-        "demo", None, items=kept_items, interactions=kept, rejected=[item_rej, inter_rej],
+        "demo", None, items=checked.items, interactions=kept, rejected=[checked.rejected, inter_rej],
         rows_read={"demo:interactions": interactions.height, "demo:items": items.height},
-        notes={**notes, "seed": seed, "themes": N_THEMES, "categories": len(CATALOG),
+        notes={**checked.notes, "seed": seed, "themes": N_THEMES, "categories": len(CATALOG),
                "generate_s": round(gen_s, 3)},
         truth=truth,
     )

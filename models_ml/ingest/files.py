@@ -1,11 +1,13 @@
 """A directory of plain files with the raw column names:
 
-- ``interactions.csv`` or ``interactions.parquet``: user_id, item_id, event_ts, engagement
-  (event_ts as ISO 8601 strings, unix seconds or a timestamp column);
+- ``interactions.csv`` or ``interactions.parquet``: user_id, item_id, event_ts, engagement;
 - ``items.csv`` or ``items.parquet``: item_id, title, text.
 
-Extra columns are ignored (but kept in ``raw_row`` of rejected rows). CSV is read
-with every column as a string, so one bad value is a rejected row, not a failed read.
+Column types and accepted encodings are those of :mod:`models_ml.ingest.validate`
+(integer event_ts in IE_TS_UNIT). Extra columns are ignored (but kept in ``raw_row`` of
+rejected rows). CSV is read with every column as a string, so one bad value is a
+rejected row, not a failed read; a line with the wrong number of fields refuses the
+file, naming the line.
 """
 
 from __future__ import annotations
@@ -38,15 +40,22 @@ def find_file(path: Path, stem: str) -> Path:
 
 
 def read_table(file: Path, required: tuple[str, ...]) -> pl.DataFrame:
+    if file.suffix != ".parquet":
+        return v.read_csv_strings(file, required)
     try:
-        if file.suffix == ".parquet":
-            df = pl.read_parquet(file)
-        else:
-            df = pl.read_csv(file, infer_schema=False)
+        df = pl.read_parquet(file)
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise v.IngestError(f"{file}: cannot be read: {exc}") from exc
+        raise v.IngestError(f"{file}: cannot be read: {str(exc).splitlines()[0]}") from exc
     v.require_columns(df.columns, file, required)
     return df
+
+
+def _validating(file: Path, fn, *args, **kwargs):
+    """Run a validation step, naming the file if polars refuses a value it was given."""
+    try:
+        return fn(*args, **kwargs)
+    except pl.exceptions.PolarsError as exc:
+        raise v.IngestError(f"{file}: cannot be validated: {str(exc).splitlines()[0]}") from exc
 
 
 def load(path: Path | None) -> v.IngestResult:
@@ -58,14 +67,16 @@ def load(path: Path | None) -> v.IngestResult:
     inter_file, item_file = find_file(path, INTERACTIONS), find_file(path, ITEMS)
     interactions_raw = read_table(inter_file, INTERACTION_COLUMNS)
     items_raw = read_table(item_file, ITEM_COLUMNS)
-    items, item_rejected, notes = v.validate_items(
-        items_raw, item_file.name, item_id="item_id", title="title", text="text", raw_cols=items_raw.columns
+    checked = _validating(
+        item_file, v.validate_items, items_raw, item_file.name, item_id="item_id", title="title", text="text",
+        raw_cols=items_raw.columns,
     )
-    interactions, inter_rejected = v.validate_interactions(
-        interactions_raw, inter_file.name, user_id="user_id", item_id="item_id", event_ts="event_ts",
-        engagement="engagement", raw_cols=interactions_raw.columns, known_items=items["item_id"],
+    interactions, inter_rejected = _validating(
+        inter_file, v.validate_interactions, interactions_raw, inter_file.name, user_id="user_id",
+        item_id="item_id", event_ts="event_ts", engagement="engagement", raw_cols=interactions_raw.columns,
+        known_items=checked.items["item_id"], rejected_items=checked.rejected_ids,
     )
     return v.finalize(
-        "files", path, items=items, interactions=interactions, rejected=[item_rejected, inter_rejected],
-        rows_read={inter_file.name: interactions_raw.height, item_file.name: items_raw.height}, notes=notes,
+        "files", path, items=checked.items, interactions=interactions, rejected=[checked.rejected, inter_rejected],
+        rows_read={inter_file.name: interactions_raw.height, item_file.name: items_raw.height}, notes=checked.notes,
     )

@@ -100,12 +100,7 @@ def read_csv(file: Path, required: tuple[str, ...]) -> pl.DataFrame:
         data.decode("utf-8")
     except UnicodeDecodeError:
         data = data.decode("latin-1").encode("utf-8")
-    try:
-        df = pl.read_csv(data, infer_schema=False)
-    except pl.exceptions.PolarsError as exc:
-        raise v.IngestError(f"{file}: cannot be read as CSV: {exc}") from exc
-    v.require_columns(df.columns, file, required)
-    return df
+    return v.read_csv_strings(file, required, data)
 
 
 def read_lines(file: Path, sep: str, names: tuple[str, ...]) -> tuple[pl.DataFrame, pl.DataFrame, int]:
@@ -141,7 +136,7 @@ def _tags_text(tags: pl.DataFrame | None, file: str, raw_cols: list[str], user_c
     tags = v.with_row_numbers(tags).with_columns(
         v.clean_id(item_col).alias("__id"),
         pl.col(tag_col).str.strip_chars().str.to_lowercase().str.replace_all(r"[,;|]", " ").alias("__tag"),
-        pl.col(user_col).str.strip_chars().alias("__user"),
+        v.clean_id(user_col).alias("__user"),
     )
     reason = (
         pl.when(pl.col("__id").is_null()).then(pl.lit(v.NULL_ITEM_ID))
@@ -189,16 +184,18 @@ def _assemble(
     movies = movies.with_columns(v.clean_id("__movie_id").alias("__id")).join(
         top_tags, left_on="__id", right_on="item_id", how="left", maintain_order="left"
     ).with_columns(_topics(pl.col("__genres"), _decade(pl.col("__title")), pl.col("tags")).alias("__desc"))
-    items, item_rejected, notes = v.validate_items(
+    checked = v.validate_items(
         movies, layout.movies, item_id="__movie_id", title="__title", text="__desc", raw_cols=movies_raw,
     )
+    # MovieLens timestamps are unix seconds by the data set's own definition
     interactions, inter_rejected = v.validate_interactions(
-        ratings, layout.ratings, **ratings_cols, raw_cols=ratings_raw, known_items=items["item_id"]
+        ratings, layout.ratings, **ratings_cols, raw_cols=ratings_raw, known_items=checked.items["item_id"],
+        rejected_items=checked.rejected_ids, ts_unit="s",
     )
     return v.finalize(
-        "movielens", path, items=items, interactions=interactions,
-        rejected=[*rejected, item_rejected, inter_rejected, tag_rejected], rows_read=rows_read,
-        notes={"layout": layout.name, **notes},
+        "movielens", path, items=checked.items, interactions=interactions,
+        rejected=[*rejected, checked.rejected, inter_rejected, tag_rejected], rows_read=rows_read,
+        notes={"layout": layout.name, **checked.notes},
     )
 
 

@@ -4,7 +4,10 @@ The model never sees other users here, and the LLM never runs: only the lookup t
 
 Errors: an unknown user (:class:`models_ml.lookup.UnknownUserError`); a user with
 interactions but none positive asking for ``explore`` or ``baseline``
-(:class:`NoPositiveHistoryError`; ``popular`` still serves them).
+(:class:`NoPositiveHistoryError`; ``popular`` still serves them); a sequence
+recommender whose model_version the warehouse does not record in ml.ranker_evaluation
+(:class:`ForeignModelError`: it was trained on another warehouse, or the warehouse was
+rebuilt since).
 """
 
 from __future__ import annotations
@@ -31,6 +34,27 @@ from models_ml.lookup import LOOKUP_SOURCE, UnknownUserError, lookup_candidates,
 
 class NoPositiveHistoryError(ValueError):
     """The user has interactions but none positive: nothing to feed the models."""
+
+
+class ForeignModelError(RuntimeError):
+    """The loaded sequence recommender is not the one this warehouse recorded."""
+
+
+def check_model_belongs(con: duckdb.DuckDBPyConnection, loaded: seqrec.LoadedModel, model_dir: Path) -> None:
+    """Refuse a model whose version ml.ranker_evaluation does not record."""
+    if not wh.table_exists(con, config.RANKER_EVALUATION):
+        raise LookupError(
+            f"{config.RANKER_EVALUATION} does not exist, so the warehouse records no sequence recommender; "
+            "materialize the ml/ranker_evaluation asset first"
+        )
+    recorded = wh.query(con, f"select distinct model_version from {config.RANKER_EVALUATION}")["model_version"]
+    if loaded.model_version not in recorded.to_list():
+        known = ", ".join(sorted(str(v) for v in recorded.to_list())) or "none"
+        raise ForeignModelError(
+            f"the sequence recommender at {model_dir} (model_version {loaded.model_version}) does not belong to "
+            f"this warehouse, which records {known} in {config.RANKER_EVALUATION}; set IE_MODELS_DIR to this "
+            "warehouse's models or re-materialize ml/ranker_evaluation"
+        )
 
 
 @dataclass(frozen=True)
@@ -95,7 +119,9 @@ def recommend(
         with wh.connect(read_only=True) as own:
             return recommend(user_id, slate_size, policy, own, model_dir)
     level, history_len = config.llm_level(), config.history_len()
-    loaded = _load_cached(Path(model_dir or config.ranker_dir()))
+    directory = Path(model_dir or config.ranker_dir())
+    loaded = _load_cached(directory)
+    check_model_belongs(con, loaded, directory)
     data = load_ranking_data(con, loaded.catalog, level, [user_id])
     if not data.users:
         raise UnknownUserError(f"user {user_id!r} has no interactions in {config.RAW_INTERACTIONS}")

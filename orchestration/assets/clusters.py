@@ -1,7 +1,7 @@
 """Interest clusters (group `clusters`): raw.items -> ml.clusters, ml.item_clusters."""
 
 
-from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
+from dagster import AssetExecutionContext, AssetSpec, Failure, MaterializeResult, MetadataValue, multi_asset
 
 from models_ml import clusters, config
 from models_ml import warehouse as wh
@@ -21,11 +21,18 @@ from orchestration.resources import WarehouseResource
 def interest_clusters(context: AssetExecutionContext, warehouse: WarehouseResource):
     with warehouse.connect() as con:
         items = wh.read_table(con, config.RAW_ITEMS, ["item_id", "text"]).sort("item_id")
-    n_coarse, n_fine = config.cluster_sizes(items.height)
+    try:
+        n_coarse, n_fine = config.cluster_sizes(items.height, items["text"].n_unique())
+    except config.ClusterSizeError as exc:
+        raise Failure(description=str(exc)) from None
     context.log.info(f"clustering {items.height} items into {n_coarse} coarse / {n_fine} fine clusters")
     result = clusters.build_clusters(items, n_coarse=n_coarse, n_fine=n_fine, seed=config.dbt_vars()["seed"])
+    # both tables swap together, after their suites pass on the staged pair
     with warehouse.connect() as con:
-        wh.write_tables(con, {config.CLUSTERS: result.clusters, config.ITEM_CLUSTERS: result.item_clusters})
+        try:
+            wh.write_tables(con, {config.CLUSTERS: result.clusters, config.ITEM_CLUSTERS: result.item_clusters})
+        except wh.PublishRefusedError as exc:
+            raise Failure(description=str(exc)) from None
     desc = result.clusters.select("level", "cluster_id", "description", "n_items")
     names = {config.COARSE_LEVEL: "coarse", config.FINE_LEVEL: "fine"}
     quality = {
