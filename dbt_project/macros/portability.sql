@@ -380,9 +380,13 @@
         {%- for source_id in wanted | sort -%}
             {%- set src = graph.sources[source_id] -%}
             {%- set relation = src.schema ~ '.' ~ src.identifier -%}
+            {%- set location = root ~ '/' ~ src.schema ~ '/' ~ src.identifier -%}
+            {#- a missing folder fails with UNABLE_TO_INFER_SCHEMA: the log line names it -#}
+            {%- do log('source ' ~ relation ~ ' <- Parquet files in ' ~ location
+                       ~ ' (python -m models_ml.cli.spark_build exports them)', info=True) -%}
             {%- do run_query('create schema if not exists ' ~ src.schema) -%}
             {%- do run_query('drop table if exists ' ~ relation) -%}
-            {%- do run_query('create table ' ~ relation ~ " using parquet location '" ~ root ~ '/' ~ src.schema ~ '/' ~ src.identifier ~ "'") -%}
+            {%- do run_query('create table ' ~ relation ~ " using parquet location '" ~ location ~ "'") -%}
         {%- endfor -%}
     {%- endif -%}
 {%- endmacro %}
