@@ -230,6 +230,22 @@
     quantile_cont({{ expr }}, {{ q }})
 {%- endmacro %}
 
+{% macro spark__ie_quantile_cont(expr, q) -%}
+    {#- DuckDB's definition to the last bit (Spark's percentile interpolates in another
+        order): sorted non-null values a, r = (n - 1) * q, d = r - floor(r),
+        a[floor r] * (1 - d) + a[ceil r] * d. Collects each group's values. -#}
+    element_at(transform(array(array_sort(collect_list(cast({{ expr }} as double)))), ie_a ->
+        element_at(transform(array(cast(size(ie_a) - 1 as double) * cast({{ q }} as double)), ie_r ->
+            case
+                when size(ie_a) = 0 then null
+                when floor(ie_r) = ceil(ie_r) then element_at(ie_a, cast(floor(ie_r) as int) + 1)
+                else element_at(ie_a, cast(floor(ie_r) as int) + 1) * (1 - (ie_r - floor(ie_r)))
+                    + element_at(ie_a, cast(ceil(ie_r) as int) + 1) * (ie_r - floor(ie_r))
+            end
+        ), 1)
+    ), 1)
+{%- endmacro %}
+
 
 {#- A typed empty list of integers. -#}
 {% macro ie_empty_int_list() %}

@@ -181,7 +181,7 @@ per_user as (
         {%- for m in ms %}
         sum(case when rank <= {{ m }} then 1 else 0 end) as hits_{{ m }},
         {%- endfor %}
-        sum(coalesce(1.0 / rank, 0.0)) as rr
+        sum(coalesce(cast(1 as double) / rank, 0.0)) as rr
 
     from (
         select policy, segment, user_id, rank from found
