@@ -301,7 +301,6 @@
 {%- endmacro %}
 
 
-
 {#-
     A list's elements as rows beside the row that holds it, with their position
     counting from 1: rendered after `from <relation>` (a join clause), so that
