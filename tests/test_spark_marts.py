@@ -19,9 +19,11 @@ import subprocess
 import sys
 
 import duckdb
+import polars as pl
 import pytest
 
 from models_ml import config, spark
+from models_ml import warehouse as wh
 from orchestration.dbt import require_duckdb_target
 from tests.dbt_helpers import FOUNDATION_SELECT, day, run_dbt, run_dbt_spark, write_warehouse
 
@@ -113,6 +115,20 @@ def test_fixture_reaches_every_branch(both_engines):
     assert 0 < n_pairs < sum(n for _, _, n in examples)
     n_windows = _duckdb_rows(db, f"select count(distinct window_start) from {config.UCI_AT_N}")[1][0][0]
     assert n_windows >= 3
+
+
+def test_export_writes_the_layout_the_spark_sources_read(tmp_path):
+    """<root>/<schema>/<table>/part-0.parquet for every source the warehouse has (the
+    LLM and ranking tables do not exist yet here), the same rows and types."""
+    db = write_warehouse(tmp_path / "w.duckdb", **_fixture())
+    with wh.connect(db, read_only=True) as con:
+        written = wh.export_parquet(con, tmp_path / "sources", config.dbt_sources())
+        assert set(written) == {config.RAW_INTERACTIONS, config.RAW_ITEMS, config.CLUSTERS, config.ITEM_CLUSTERS}
+        for table, path in written.items():
+            schema, name = table.split(".")
+            assert path == tmp_path / "sources" / schema / name / "part-0.parquet"
+            assert pl.read_parquet(path).equals(wh.read_table(con, table))
+    assert not list((tmp_path / "sources").rglob(".*"))  # no half-written file left
 
 
 def _cli(env: dict) -> subprocess.CompletedProcess:
