@@ -1,15 +1,17 @@
 # The two set-up commands: `make demo` (install + materialize everything on the
-# embedded demo data) and `make test`. Both create .venv when absent.
+# embedded demo data) and `make test`. Both create .venv when absent; only
+# `make test` and `make marts-spark` add the Spark extra (.[spark]).
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SPARK_STAMP := $(VENV)/.installed-spark
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # Subprocesses (dbt, dagster dev) find the venv tools without activation.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install manifest demo materialize summary evaluate report test dev clean
+.PHONY: install install-spark manifest demo materialize summary evaluate report test marts-spark dev clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +24,12 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 install: $(STAMP)
+
+$(SPARK_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,spark]'
+	touch $@
+
+install-spark: $(SPARK_STAMP)
 
 # The dbt manifest the Dagster definitions load (dagster dev also re-parses at start).
 manifest: install
@@ -45,8 +53,13 @@ evaluate: manifest
 report: install
 	$(PY) -m models_ml.cli.report
 
-test: install
+test: install-spark
 	$(PY) -m pytest -q
+
+# The dbt marts built on a local Spark session from the DuckDB warehouse's tables
+# (README "Marts on Spark"); extra dbt arguments: make marts-spark DBT_ARGS='...'.
+marts-spark: install-spark
+	$(PY) -m models_ml.cli.spark_build $(DBT_ARGS)
 
 dev: manifest
 	mkdir -p $(DAGSTER_HOME)

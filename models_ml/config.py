@@ -67,6 +67,32 @@ def database_path() -> Path:
     return Path(_env("DUCKDB_DATABASE", str(REPO_ROOT / "warehouse" / "interest_explorer.duckdb"))).resolve()
 
 
+DBT_TARGETS = ("dev", "spark")  # dbt_project/profiles.yml: dev = DuckDB, spark = dbt-spark
+
+
+def dbt_target() -> str:
+    """DBT_TARGET: the dbt target the profile selects (default dev, the DuckDB file)."""
+    target = _env("DBT_TARGET", "dev")
+    if target not in DBT_TARGETS:
+        raise ValueError(f"DBT_TARGET={target!r} is not one of {', '.join(DBT_TARGETS)} (dbt_project/profiles.yml)")
+    return target
+
+
+def spark_dir() -> Path:
+    """IE_SPARK_DIR: the folder of the spark target's metastore, tables and source
+    Parquet files (default warehouse/spark, as in profiles.yml). One per concurrent
+    run: two Spark sessions on one Derby metastore fail."""
+    return Path(_env("IE_SPARK_DIR", str(REPO_ROOT / "warehouse" / "spark"))).resolve()
+
+
+@functools.lru_cache(maxsize=1)
+def dbt_sources() -> tuple[str, ...]:
+    """The warehouse tables dbt reads (schema.table), from the project's sources file."""
+    with open(DBT_PROJECT_DIR / "models" / "staging" / "__sources.yml") as fh:
+        spec = yaml.safe_load(fh)
+    return tuple(f"{src.get('schema', src['name'])}.{t['name']}" for src in spec["sources"] for t in src["tables"])
+
+
 def source() -> str:
     src = _env("IE_SOURCE", "demo")
     if src not in SOURCES:

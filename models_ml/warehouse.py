@@ -285,6 +285,27 @@ def _stage_exists(con: duckdb.DuckDBPyConnection, stage: str) -> bool:
     return table_exists(con, f"{schema}.{name}")
 
 
+def export_parquet(con: duckdb.DuckDBPyConnection, folder: str | Path, tables: Iterable[str]) -> dict[str, Path]:
+    """Write each of ``tables`` that exists to ``<folder>/<schema>/<table>/part-0.parquet``,
+    the layout the dbt spark target reads its sources from (macros/portability.sql,
+    ie_register_sources). Each file is replaced whole (written aside, then renamed).
+    Returns the files written; missing tables are skipped."""
+    written = {}
+    for table in tables:
+        if not table_exists(con, table):
+            continue
+        schema, name = _split(table)
+        out = Path(folder) / schema / name
+        out.mkdir(parents=True, exist_ok=True)
+        # a leading dot: Spark skips the file while it is half-written
+        tmp = out / ".part-0.parquet.tmp"
+        path = str(tmp).replace("'", "''")
+        con.execute(f"copy (select * from \"{schema}\".\"{name}\") to '{path}' (format parquet)")
+        tmp.replace(out / "part-0.parquet")
+        written[table] = out / "part-0.parquet"
+    return written
+
+
 def row_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Row counts of every base table and view in the warehouse's own schemas."""
     rows = con.execute(

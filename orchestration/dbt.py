@@ -54,6 +54,18 @@ def dbt_cli_resource() -> DbtCliResource:
     )
 
 
+def require_duckdb_target() -> None:
+    """The Python assets read the marts from the DuckDB file, so the pipeline builds
+    them there; another DBT_TARGET (the profile reads it) is refused, not half-used."""
+    target = config.dbt_target()
+    if target != "dev":
+        raise RuntimeError(
+            f"DBT_TARGET={target}: the Dagster pipeline builds the marts in the DuckDB warehouse its Python "
+            "assets read; unset DBT_TARGET here and build the marts on Spark with `make marts-spark` "
+            "(README, Marts on Spark)"
+        )
+
+
 def dbt_build_vars() -> str:
     """The vars of every dbt run: the effective set-based parameters (models_ml.config,
     environment overrides applied) and the warehouse file, so dbt and Python agree."""
@@ -72,6 +84,7 @@ def dbt_asset_group(name: str, group: str, select: str, exclude: str = "") -> As
         dagster_dbt_translator=_GroupTranslator(group),
     )
     def _assets(context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+        require_duckdb_target()
         # the warehouse resource also starts the run's bookkeeping (orchestration/runs.py)
         try:
             wh.wait_until_free(config.database_path(), on_wait=context.log.warning)

@@ -1,7 +1,9 @@
 """Session set-up: the Dagster definitions load the dbt manifest, so parse the dbt
 project once before any test module imports them (the manifest always matches the
-project under test)."""
+project under test). The suite runs on the DuckDB target whatever DBT_TARGET the shell
+selects (the Spark tests choose their target themselves)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from models_ml import config
 
 
 def pytest_sessionstart(session):
+    os.environ.pop("DBT_TARGET", None)
     dbt = Path(sys.executable).with_name("dbt")
     proc = subprocess.run(
         [str(dbt), "parse", "--quiet", "--project-dir", str(config.DBT_PROJECT_DIR),

@@ -6,6 +6,12 @@
 
 Each run gets its own --target-path/--log-path under the test's tmp dir, so parallel
 runs never share dbt_project/target (manifest, partial parse state) with anyone.
+
+    result = run_dbt_spark(["build", *FOUNDATION_SELECT], db, tmp_path / "spark", vars=...)
+
+runs the same on the spark target through `python -m models_ml.cli.spark_build` (the
+warehouse's tables exported as Parquet, a one-core local Spark session of its own in
+that folder); models_ml.spark.read_mart reads the marts back.
 """
 
 from __future__ import annotations
@@ -85,6 +91,30 @@ class DbtResult:
         return {r["unique_id"]: r["status"] for r in self.results if r["status"] in ("fail", "error")}
 
 
+def _result(proc: subprocess.CompletedProcess, run_results: Path) -> DbtResult:
+    results = json.loads(run_results.read_text())["results"] if run_results.exists() else []
+    return DbtResult(proc.returncode, proc.stdout + proc.stderr, results)
+
+
+# Test settings of the local session: one core, two shuffle partitions (no UI: the profile).
+SPARK_TEST_ENV = {"IE_SPARK_MASTER": "local[1]", "IE_SPARK_SHUFFLE_PARTITIONS": "2"}
+
+
+def run_dbt_spark(args: list[str], db: Path, spark_dir: Path, vars: dict | None = None,
+                  timeout: int = 900) -> DbtResult:
+    """Run dbt on the spark target the way the README documents it
+    (DUCKDB_DATABASE=<db> IE_SPARK_DIR=<dir> python -m models_ml.cli.spark_build ...)."""
+    cmd = [sys.executable, "-m", "models_ml.cli.spark_build", *args]
+    if vars:
+        cmd += ["--vars", json.dumps(vars)]
+    env = dict(os.environ, DUCKDB_DATABASE=str(db), IE_SPARK_DIR=str(spark_dir), **SPARK_TEST_ENV)
+    env.pop("DBT_TARGET", None)
+    run_results = spark_dir / "dbt_target" / "run_results.json"
+    run_results.unlink(missing_ok=True)
+    proc = subprocess.run(cmd, cwd=config.REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return _result(proc, run_results)
+
+
 def run_dbt(args: list[str], db: Path, work: Path, vars: dict | None = None, timeout: int = 300) -> DbtResult:
     """Run the real dbt CLI on `db` the way the project documents it
     (cd dbt_project && DUCKDB_DATABASE=<db> dbt ... --profiles-dir .)."""
@@ -93,8 +123,8 @@ def run_dbt(args: list[str], db: Path, work: Path, vars: dict | None = None, tim
     if vars:
         cmd += ["--vars", json.dumps(vars)]
     env = dict(os.environ, DUCKDB_DATABASE=str(db))
+    env.pop("DBT_TARGET", None)  # the DuckDB target, whatever the caller's shell selects
     run_results = target / "run_results.json"
     run_results.unlink(missing_ok=True)  # never read a previous run's results
     proc = subprocess.run(cmd, cwd=config.DBT_PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout)
-    results = json.loads(run_results.read_text())["results"] if run_results.exists() else []
-    return DbtResult(proc.returncode, proc.stdout + proc.stderr, results)
+    return _result(proc, run_results)

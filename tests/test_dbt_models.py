@@ -24,6 +24,7 @@ Positive sequences (consecutive repeats collapsed):
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from pathlib import Path
 
 import duckdb
@@ -203,18 +204,21 @@ def test_training_pairs_caps(local_k3_build):
     db, _ = local_k3_build
     # max_per_history = 1: the four histories are distinct, all four survive step 1.
     # max_per_label = 1: label 12 has two examples (u1 t6, u2 t4); the smaller sample_key stays.
-    examples = rows(db, f"""select user_id, seq_pos, next_cluster_id from {config.NOVEL_TRANSITION_EXAMPLES}""")
+    examples = rows(db, f"""select user_id, level, k, seq_pos from {config.NOVEL_TRANSITION_EXAMPLES}""")
     assert len(examples) == 4
-    keys = dict(((u, p), key) for u, p, key in rows(db, f"""
-        select user_id, seq_pos, {_sample_key_sql()} from {config.NOVEL_TRANSITION_EXAMPLES}"""))
+    keys = {(u, p): _sample_key(u, lv, k, p) for u, lv, k, p in examples}
     label_12 = min([("u1", 6), ("u2", 4)], key=lambda up: (keys[up], up))
     got = rows(db, f"select user_id, seq_pos, next_cluster_id, split from {config.TRAINING_PAIRS} order by next_cluster_id")
     assert got == [("u1", 5, 10, "eval"), (*label_12, 12, "eval"), ("u1", 4, 13, "eval")]
+    stored = rows(db, f"select user_id, seq_pos, sample_key from {config.TRAINING_PAIRS}")
+    assert {(u, p): key for u, p, key in stored} == {(u, p): keys[(u, p)] for u, p, _ in stored}
 
 
-def _sample_key_sql() -> str:
-    # the documented key: hash(user_id, level, k, seq_pos, seed) / 2^64 (macros/portability.sql)
-    return f"hash(user_id, level, k, seq_pos, {BASE_VARS['seed']}) / 18446744073709551616.0"
+def _sample_key(user_id: str, level: int, k: int, seq_pos: int) -> float:
+    # the documented, engine-independent key (macros/portability.sql, ie_hash_unit): md5 of
+    # 'user_id|level|k|seq_pos|seed', its first 13 hex digits / 2^52
+    text = f"{user_id}|{level}|{k}|{seq_pos}|{BASE_VARS['seed']}"
+    return int(hashlib.md5(text.encode()).hexdigest()[:13], 16) / 2**52
 
 
 def test_examples_naming_unknown_clusters_stop_the_build(tmp_path):

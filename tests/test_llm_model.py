@@ -208,7 +208,7 @@ def synthetic_warehouse(db: Path, descriptions=DESCRIPTIONS, bad_next: int | Non
     pairs_df = pl.concat([frame("train", 3), frame("eval", 1)])
     with wh.connect(db) as con:
         wh.write_tables(con, {config.CLUSTERS: clusters, config.TRAINING_PAIRS: pairs_df,
-                              config.NOVEL_TRANSITION_EXAMPLES: pairs_df})
+                              config.NOVEL_TRANSITION_EXAMPLES: pairs_df.with_columns(next_events=pl.lit(1))})
 
 
 def test_finetune_then_lookup_end_to_end(tiny_dir, tmp_path, monkeypatch):

@@ -165,7 +165,7 @@ markov as (
         ) as rank,
         coalesce(
             markov_raw / nullif(sum(markov_raw) over (partition by level, history), 0),
-            1.0 / count(*) over (partition by level, history)
+            cast(1 as double) / count(*) over (partition by level, history)
         ) as score
 
     from scored
@@ -182,7 +182,7 @@ popularity as (
         row_number() over (partition by level, history order by n_all desc, next_cluster_id) as rank,
         coalesce(
             popularity_raw / nullif(sum(popularity_raw) over (partition by level, history), 0),
-            1.0 / count(*) over (partition by level, history)
+            cast(1 as double) / count(*) over (partition by level, history)
         ) as score
 
     from scored

@@ -80,7 +80,7 @@ slate_items as (
         scored_recommendations.user_id,
         scored_recommendations.item_id,
         scored_recommendations.cluster_id,
-        case when user_cluster_counts.user_id is null then 1.0 else 0.0 end as is_novel
+        case when user_cluster_counts.user_id is null then cast(1 as double) else cast(0 as double) end as is_novel
 
     from scored_recommendations
 
@@ -198,13 +198,13 @@ unpivoted as (
     select
         per_policy.policy,
         'cluster_coverage',
-        per_policy.n_clusters_recommended * 1.0 / level_clusters.n_clusters
+        cast(per_policy.n_clusters_recommended as double) / level_clusters.n_clusters
     from per_policy cross join level_clusters
     union all
     select
         per_policy.policy,
         'catalog_coverage',
-        per_policy.n_items_recommended * 1.0 / catalog.n_items
+        cast(per_policy.n_items_recommended as double) / catalog.n_items
     from per_policy cross join catalog
     union all
     select policy, 'mean_slate_size', mean_slate_size from slate_means

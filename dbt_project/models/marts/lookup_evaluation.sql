@@ -11,9 +11,8 @@
 -#}
 {{ config(
     materialized='incremental',
-    unique_key=['level', 'k', 'split_mode'],
-    incremental_strategy='delete+insert',
     tags=['evaluation'],
+    **ie_replace_by_keys(['level', 'k', 'split_mode'])
 ) }}
 {%- set level = var('level') | int -%}
 {%- set k = var('k') | int -%}
@@ -118,11 +117,11 @@ guard as (
         ) }},
         {{ ie_fail_if(
             "(select count(*) from clusters) < " ~ (k + 1),
-            "'lookup_evaluation: ml.clusters level " ~ level ~ " has ' || cast((select count(*) from clusters) as varchar) || ' clusters; a history of k = " ~ k ~ " needs at least " ~ (k + 1) ~ "'"
+            "'lookup_evaluation: ml.clusters level " ~ level ~ " has ' || cast((select count(*) from clusters) as " ~ dbt.type_string() ~ ") || ' clusters; a history of k = " ~ k ~ " needs at least " ~ (k + 1) ~ "'"
         ) }},
         {{ ie_fail_if(
             "(select count(*) from stale_lookup_rows) > 0",
-            "'lookup_evaluation: lookup rows at level " ~ level ~ " name clusters missing from ml.clusters: ' || (select string_agg(policy || ' -> ' || cast(next_cluster_id as varchar), ', ') from (select * from stale_lookup_rows order by policy, next_cluster_id limit 5) as s) || '; re-run the lookups'"
+            "'lookup_evaluation: lookup rows at level " ~ level ~ " name clusters missing from ml.clusters: ' || (select string_agg(policy || ' -> ' || cast(next_cluster_id as " ~ dbt.type_string() ~ "), ', ') from (select * from stale_lookup_rows order by policy, next_cluster_id limit 5) as s) || '; re-run the lookups'"
         ) }},
         0
     ) as ok
@@ -182,7 +181,7 @@ per_user as (
         {%- for m in ms %}
         sum(case when rank <= {{ m }} then 1 else 0 end) as hits_{{ m }},
         {%- endfor %}
-        sum(coalesce(1.0 / rank, 0.0)) as rr
+        sum(coalesce(cast(1 as double) / rank, 0.0)) as rr
 
     from (
         select policy, segment, user_id, rank from found

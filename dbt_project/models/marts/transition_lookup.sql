@@ -4,7 +4,6 @@
     history's clusters (oldest first) and of the suggested cluster joined in.
     Left joins: a lookup row whose cluster is missing from ml.clusters keeps a null
     description, which the not_null tests report (a stale lookup), never a dropped row.
-    `unnest ... with ordinality` is ANSI SQL (DuckDB, Trino, Postgres).
 -#}
 with
 
@@ -46,7 +45,7 @@ history_members as (
         members.position
 
     from histories
-    cross join unnest(histories.history) with ordinality as members (cluster_id, position)
+    {{ ie_unnest_with_position('histories.history', 'members', 'cluster_id', 'position') }}
 
 ),
 

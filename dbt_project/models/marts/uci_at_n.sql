@@ -8,7 +8,6 @@
 -#}
 {%- set window_days = var('uci_window_days') | int -%}
 {%- set ns = var('uci_ns') -%}
-{%- set epoch = "cast('1970-01-01' as timestamp)" -%}
 
 with
 
@@ -31,7 +30,7 @@ windowed as (
         level,
         cluster_id,
         cast(floor(
-            {{ dbt.datediff(epoch, 'event_ts', 'day') }} * 1.0 / {{ window_days }}
+            {{ ie_epoch_days('event_ts') }} * 1.0 / {{ window_days }}
         ) as {{ dbt.type_int() }}) as window_index
 
     from events
@@ -74,8 +73,8 @@ windows as (
     -- window bounds computed once per user window, before the fan-out to N values
     select
         *,
-        {{ dbt.dateadd('day', 'window_index * ' ~ window_days, epoch) }} as window_start,
-        {{ dbt.dateadd('day', '(window_index + 1) * ' ~ window_days, epoch) }} as window_end
+        {{ ie_epoch_day_start('window_index * ' ~ window_days) }} as window_start,
+        {{ ie_epoch_day_start('(window_index + 1) * ' ~ window_days) }} as window_end
 
     from per_window
 

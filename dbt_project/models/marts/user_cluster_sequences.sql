@@ -38,7 +38,12 @@ boundaries as (
         event_ts,
         starts_run,
         ends_run,
-        sum(case when starts_run then 1 else 0 end) over run_order as seq_pos,
+        sum(case when starts_run then 1 else 0 end) over (
+            partition by user_id, level
+            order by event_pos
+            rows between unbounded preceding and current row
+        ) as seq_pos,
+        -- no frame here: a frame on lead() is an error on Spark
         lead(event_pos) over run_order as next_boundary_pos,
         lead(event_ts) over run_order as next_boundary_ts
 
@@ -46,11 +51,7 @@ boundaries as (
 
     where starts_run or ends_run
 
-    window run_order as (
-        partition by user_id, level
-        order by event_pos
-        rows between unbounded preceding and current row
-    )
+    window run_order as (partition by user_id, level order by event_pos)
 
 ),
 
