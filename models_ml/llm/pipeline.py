@@ -18,7 +18,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from models_ml import config
+from models_ml import config, tables
 from models_ml import warehouse as wh
 from models_ml.llm import base as base_lm
 from models_ml.llm import finetune as ft
@@ -29,17 +29,7 @@ from models_ml.llm.finetune import LlmInputs
 from models_ml.llm.tokens import PromptEncoder, level_descriptions
 
 CURRENT_FILE = "current.json"
-FINETUNE_HISTORY_SCHEMA = {
-    "model_version": pl.String,
-    "level": pl.Int32,
-    "k": pl.Int32,
-    "step": pl.Int32,
-    "loss": pl.Float64,
-    "match_rate": pl.Float64,
-    "recall_at_1": pl.Float64,
-    "recall_at_5": pl.Float64,
-    "elapsed_s": pl.Float64,
-}
+FINETUNE_HISTORY_SCHEMA = tables.schema(config.FINETUNE_HISTORY)
 
 
 def llm_root() -> Path:
