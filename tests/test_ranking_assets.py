@@ -25,12 +25,17 @@ def env(tmp_path, monkeypatch):
     return db
 
 
-def test_ranking_group_materializes(env):
+def test_ranking_group_materializes(env, monkeypatch):
+    # two epochs on six users need not beat popularity: the gate's rule off here, on below
+    monkeypatch.setenv("IE_GATE_NDCG_MARGIN", "-1")
     result = materialize(
-        [ranking_assets.ranker_evaluation, ranking_assets.recommendations, ranking_assets.ranking_dbt],
+        [ranking_assets.ranker_evaluation, ranking_assets.ranker_refresh_gate, ranking_assets.recommendations,
+         ranking_assets.ranking_dbt],
         resources={"warehouse": WarehouseResource(database=str(env)), "dbt": dbt_cli_resource()},
     )
     assert result.success
+    (gate,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "refresh_gate"]
+    assert gate.passed
     meta = {e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()}
     evaluation = meta[AssetKey(["ml", "ranker_evaluation"])]
     assert set(evaluation) >= {"sasrec_hr@10", "sasrec_ndcg@10", "popularity_hr@10", "popularity_ndcg@10", "model_path"}
@@ -42,9 +47,28 @@ def test_ranking_group_materializes(env):
         ev = wh.read_table(con, config.RANKER_EVALUATION)
         assert sorted(ev.select("model", "metric").rows()) == [
             ("popularity", "hr@10"), ("popularity", "ndcg@10"), ("sasrec", "hr@10"), ("sasrec", "ndcg@10")]
+        values = dict(ev.filter(pl.col("metric") == "ndcg@10").select("model", "value").rows())
+        assert gate.metadata["ndcg_at_10"].value == values["sasrec"]
+        assert gate.metadata["popularity_ndcg_at_10"].value == values["popularity"]
         recs = wh.read_table(con, config.RECOMMENDATIONS)
         assert recs.group_by("policy").agg(pl.col("rank").max())["rank"].max() == 3  # IE_SLATE_K
         metrics = wh.read_table(con, config.EXPLORATION_METRICS)
     assert set(metrics["policy"]) == {"explore", "baseline", "popular"}
     assert metrics.filter((pl.col("policy") == "explore") & (pl.col("metric") == "novelty_rate"))["value"].item() == 1.0
     assert AssetKey(["exploration_metrics"]) in meta
+
+
+def test_ranker_below_the_gate_does_not_refresh_the_slates(env, monkeypatch):
+    # NDCG@10 lies in [0, 1], so no ranker is 1.0 above popularity: the gate must fail
+    monkeypatch.setenv("IE_GATE_NDCG_MARGIN", "1")
+    result = materialize(
+        [ranking_assets.ranker_evaluation, ranking_assets.ranker_refresh_gate, ranking_assets.recommendations],
+        resources={"warehouse": WarehouseResource(database=str(env))},
+        raise_on_error=False,
+    )
+    assert not result.success
+    (gate,) = result.get_asset_check_evaluations()
+    assert not gate.passed and "not above popularity's" in gate.description and "+1.0000" in gate.description
+    assert {e.asset_key for e in result.get_asset_materialization_events()} == {AssetKey(["ml", "ranker_evaluation"])}
+    with wh.connect(env, read_only=True) as con:
+        assert not wh.table_exists(con, config.RECOMMENDATIONS)

@@ -18,7 +18,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from models_ml import config, tables
+from models_ml import config, gates, tables
 from models_ml import warehouse as wh
 from models_ml.llm import base as base_lm
 from models_ml.llm import finetune as ft
@@ -126,11 +126,13 @@ def _check_ids(df: pl.DataFrame, descriptions: dict[int, str], table: str, level
 
 
 def finetune_config() -> ft.FinetuneConfig:
+    lr = config.llm_learning_rate()
     return ft.FinetuneConfig(
         steps=config.llm_finetune_steps(),
         batch_histories=config.llm_batch_size(),
         eval_every=config.llm_eval_every(),
         seed=int(config.dbt_vars()["seed"]),
+        **({} if lr is None else {"lr": lr}),
     )
 
 
@@ -382,3 +384,14 @@ def lookup_metrics(rows: pl.DataFrame, inputs: LlmInputs, m: int = 5) -> dict[st
     pop = evaluation.popularity_lookup(inputs.train_transitions, hist, inputs.descriptions, m)
     base = evaluation.recall_at(pop, inputs.eval_transitions, (1, m))
     return {**ours, **{f"popularity_{key}": v for key, v in base.items()}, "eval_transitions": inputs.eval_transitions.height}
+
+
+def adapter_gate(adapter_dir: Path) -> gates.GateResult:
+    """The refresh gate (models_ml/gates.py) on an adapter's final training figures:
+    its match rate and eval-sample recall@5 against popularity on the same sample."""
+    meta = ft.read_training(adapter_dir)
+    final, baselines = meta.get("final"), meta.get("baselines", {})
+    if final is None or "popularity_recall_at_5" not in baselines:
+        raise ft.AdapterError(f"{adapter_dir / ft.TRAINING_FILE} lacks the final figures the refresh gate reads")
+    return gates.finetune_gate(float(final["match_rate"]), float(final["recall_at_5"]),
+                               float(baselines["popularity_recall_at_5"]))

@@ -5,14 +5,22 @@ is held while a model trains or infers."""
 
 import time
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetCheckResult,
+    AssetExecutionContext,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
 
 from models_ml import config, counts
 from models_ml.llm import pipeline
 from models_ml.llm.pairs import write_lookup
 from orchestration.dbt import dbt_asset_group
 from orchestration.keys import asset_key
-from orchestration.metadata import markdown_table
+from orchestration.metadata import gate_check_result, markdown_table
 from orchestration.resources import WarehouseResource
 
 GROUP = "llm"
@@ -77,6 +85,21 @@ def llm_finetune(context: AssetExecutionContext, warehouse: WarehouseResource) -
     )
 
 
+@asset_check(
+    asset=asset_key(config.FINETUNE_HISTORY),
+    name="refresh_gate",
+    blocking=True,
+    description=(
+        "Refresh gate on the current fine-tuned adapter: unconstrained match rate >= IE_GATE_MATCH_RATE "
+        "(0.9) and eval-sample recall@5 >= the popularity baseline's + IE_GATE_RECALL_MARGIN (0). Blocking: "
+        "a failed fine-tune never replaces the lookup table."
+    ),
+)
+def finetune_refresh_gate() -> AssetCheckResult:
+    adapter = pipeline.current_adapter_dir()
+    return gate_check_result(pipeline.adapter_gate(adapter), model_version=adapter.name)
+
+
 @asset(
     key=asset_key(config.NOVEL_INTEREST_TRANSITIONS),
     group_name=GROUP,
@@ -96,6 +119,11 @@ def novel_interest_transitions(context: AssetExecutionContext, warehouse: Wareho
         inputs = pipeline.read_llm_inputs(con, level, k)
     m = pipeline.lookup_depth(inputs.descriptions, k)
     adapter = pipeline.current_adapter_dir()
+    # the refresh gate again: materialized alone, this asset must not ship a failed adapter either
+    gate = pipeline.adapter_gate(adapter)
+    if not gate.passed:
+        raise Failure(description=f"adapter {adapter.name} fails the refresh gate ({gate.summary()}); "
+                                  f"{config.NOVEL_INTEREST_TRANSITIONS} is left as it was")
     t0 = time.perf_counter()
     rows, stats = pipeline.run_pair_inference(adapter, inputs.descriptions, level, k, m,
                                               histories=pipeline.lookup_histories(inputs), evidence=inputs.evidence)
