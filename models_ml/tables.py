@@ -145,7 +145,12 @@ TABLES: dict[str, Table] = {
         Table(
             config.NOVEL_INTEREST_TRANSITIONS,
             "The shipped lookup: every history of K distinct clusters -> its best novel clusters, ranked.",
-            (*_LOOKUP_COLUMNS, _c("model_version", pl.String, "The adapter and the weights of the mechanism that built the row.")),
+            (
+                *_LOOKUP_COLUMNS,
+                _c("model_version", pl.String, "The adapter and the weights of the mechanism that built the row."),
+                _c("shard", pl.Int32, "The pair-inference shard (histories sharing their first cluster) that computed the row.",
+                   required=False),
+            ),
         ),
         Table(
             config.POLICY_LOOKUPS,

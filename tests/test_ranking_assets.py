@@ -57,6 +57,22 @@ def test_ranking_group_materializes(env, monkeypatch):
     assert metrics.filter((pl.col("policy") == "explore") & (pl.col("metric") == "novelty_rate"))["value"].item() == 1.0
     assert AssetKey(["exploration_metrics"]) in meta
 
+    # Dagster's standard keys: the whole table's row count, typed and described columns,
+    # and the warehouse file each table was written to
+    assert evaluation["dagster/row_count"].value == 4 == ev.height
+    assert recs_meta["dagster/row_count"].value == recs.height
+    schema = {c.name: (c.type, c.description) for c in recs_meta["dagster/column_schema"].schema.columns}
+    assert schema["rank"] == ("INTEGER", "Position in the slate, from 1.")
+    assert schema["cluster_id"][0] == "BIGINT" and list(schema)[:2] == ["policy", "user_id"]
+    mart = meta[AssetKey(["exploration_metrics"])]
+    assert mart["dagster/row_count"].value == metrics.height
+    mart_columns = {c.name: c for c in mart["dagster/column_schema"].schema.columns}
+    assert mart_columns["value"].type.upper() == "DOUBLE" and mart_columns["policy"].type.upper() == "VARCHAR"
+    assert all(c.description for c in mart_columns.values()), [c.name for c in mart_columns.values() if not c.description]
+    for m in (evaluation, recs_meta, mart):
+        assert m["warehouse"].value == str(env.resolve())
+        assert m["source"].value == "demo"
+
 
 def test_ranker_below_the_gate_does_not_refresh_the_slates(env, monkeypatch):
     # NDCG@10 lies in [0, 1], so no ranker is 1.0 above popularity: the gate must fail

@@ -35,8 +35,7 @@ from models_ml import warehouse as wh
 from models_ml.llm.decoding import LM, topm_prompts
 from models_ml.llm.tokens import ClusterSetError, Evidence, PromptEncoder
 
-# the lookup table's columns plus the shard that computed the row (checkpoints only)
-LOOKUP_SCHEMA = {**tables.schema(config.NOVEL_INTEREST_TRANSITIONS), "shard": pl.Int32}
+LOOKUP_SCHEMA = tables.schema(config.NOVEL_INTEREST_TRANSITIONS)
 MAX_ROWS = 160  # histories per forward pass (four K = 2 shards at N = 40)
 TREE_ROWS = 40  # histories per token tree (a batch row); bounds its dense attention mask
 

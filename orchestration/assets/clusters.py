@@ -6,7 +6,7 @@ from dagster import AssetExecutionContext, AssetSpec, Failure, MaterializeResult
 from models_ml import clusters, config
 from models_ml import warehouse as wh
 from orchestration.keys import asset_key
-from orchestration.metadata import markdown_table
+from orchestration.metadata import markdown_table, table_metadata
 from orchestration.resources import WarehouseResource
 
 
@@ -47,7 +47,7 @@ def interest_clusters(context: AssetExecutionContext, warehouse: WarehouseResour
     yield MaterializeResult(
         asset_key=asset_key(config.CLUSTERS),
         metadata={
-            "rows": MetadataValue.int(result.clusters.height),
+            **table_metadata(config.CLUSTERS, result.clusters.height),
             "coarse_clusters": n_coarse,
             "fine_clusters": n_fine,
             **quality,
@@ -56,5 +56,5 @@ def interest_clusters(context: AssetExecutionContext, warehouse: WarehouseResour
     )
     yield MaterializeResult(
         asset_key=asset_key(config.ITEM_CLUSTERS),
-        metadata={"rows": MetadataValue.int(result.item_clusters.height)},
+        metadata=table_metadata(config.ITEM_CLUSTERS, result.item_clusters.height),
     )

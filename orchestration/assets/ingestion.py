@@ -13,6 +13,7 @@ from models_ml import warehouse as wh
 from models_ml.ingest import load_source
 from models_ml.ingest.validate import IngestError, check_reject_shares
 from orchestration.keys import asset_key
+from orchestration.metadata import table_metadata
 from orchestration.resources import WarehouseResource
 
 RAW_TABLES = (config.RAW_INTERACTIONS, config.RAW_ITEMS, config.RAW_REJECTED_ROWS)
@@ -44,7 +45,7 @@ def ingest_source(context: AssetExecutionContext, warehouse: WarehouseResource):
         except wh.PublishRefusedError as exc:
             raise Failure(description=str(exc)) from None
     for table, df in frames.items():
-        meta = {"rows": MetadataValue.int(df.height), "source": config.source()}
+        meta = table_metadata(table, df.height)
         if table == config.RAW_REJECTED_ROWS:
             by_reason = df.group_by("reason").len().sort("len", descending=True) if df.height else None
             meta["rejected_by_reason"] = MetadataValue.json(

@@ -16,11 +16,12 @@ from dagster import (
 )
 
 from models_ml import config, counts
+from models_ml import warehouse as wh
 from models_ml.llm import pipeline
 from models_ml.llm.pairs import write_lookup
 from orchestration.dbt import dbt_asset_group
 from orchestration.keys import asset_key
-from orchestration.metadata import gate_check_result, markdown_table
+from orchestration.metadata import gate_check_result, markdown_table, table_metadata
 from orchestration.resources import WarehouseResource
 
 GROUP = "llm"
@@ -67,9 +68,11 @@ def llm_finetune(context: AssetExecutionContext, warehouse: WarehouseResource) -
     frame = pipeline.finetune_history_frame(result, level, k)
     with warehouse.connect() as con:
         pipeline.write_finetune_history(con, frame)
+        n_history = wh.row_count(con, config.FINETUNE_HISTORY)
     zero, final = result.history[0], result.history[-1]
     return MaterializeResult(
         metadata={
+            **table_metadata(config.FINETUNE_HISTORY, n_history),
             "model_version": result.model_version,
             "adapter_dir": MetadataValue.path(str(result.adapter_dir)),
             "match_rate": MetadataValue.float(final.match_rate),
@@ -141,6 +144,7 @@ def novel_interest_transitions(context: AssetExecutionContext, warehouse: Wareho
     metrics = pipeline.lookup_metrics(shipped, inputs)
     with warehouse.connect() as con:
         write_lookup(con, shipped, level, k)
+        n_lookup = wh.row_count(con, config.NOVEL_INTEREST_TRANSITIONS)
     context.log.info(f"lookup ({mechanism}): {stats['histories']} histories, {rows.height} rows in {seconds:.0f}s; "
                      f"{metrics}")
     fusion_meta = {"mechanism": mechanism, "mechanism_seconds": MetadataValue.float(round(mechanism_seconds, 2))}
@@ -160,7 +164,8 @@ def novel_interest_transitions(context: AssetExecutionContext, warehouse: Wareho
     return MaterializeResult(
         metadata={
             **fusion_meta,
-            "rows": MetadataValue.int(shipped.height),
+            **table_metadata(config.NOVEL_INTEREST_TRANSITIONS, n_lookup),
+            "rows_written": MetadataValue.int(shipped.height),
             "histories": MetadataValue.int(stats["histories"]),
             "model_version": shipped["model_version"][0],
             "inference_seconds": MetadataValue.float(round(seconds, 1)),

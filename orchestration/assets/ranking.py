@@ -11,7 +11,7 @@ from models_ml.items import policies, seqrec
 from models_ml.items.sequences import load_training_data
 from orchestration.dbt import dbt_asset_group
 from orchestration.keys import asset_key
-from orchestration.metadata import gate_check_result, markdown_table
+from orchestration.metadata import gate_check_result, markdown_table, table_metadata
 from orchestration.resources import WarehouseResource
 
 GROUP = "ranking"
@@ -46,6 +46,7 @@ def ranker_evaluation(context: AssetExecutionContext, warehouse: WarehouseResour
     s, p = result.test, result.popularity
     return MaterializeResult(
         metadata={
+            **table_metadata(config.RANKER_EVALUATION, frame.height),
             f"sasrec_hr@{k}": MetadataValue.float(s[f"hr@{k}"]),
             f"sasrec_ndcg@{k}": MetadataValue.float(s[f"ndcg@{k}"]),
             f"popularity_hr@{k}": MetadataValue.float(p[f"hr@{k}"]),
@@ -115,7 +116,7 @@ def recommendations(context: AssetExecutionContext, warehouse: WarehouseResource
     context.log.info(f"recommendations: {d}")
     return MaterializeResult(
         metadata={
-            "rows": MetadataValue.int(sum(stats.rows.values())),
+            **table_metadata(config.RECOMMENDATIONS, sum(stats.rows.values())),
             "rows_per_policy": MetadataValue.json(stats.rows),
             "users": MetadataValue.int(stats.users),
             "users_without_positive_history": MetadataValue.int(stats.users_without_positive_history),
