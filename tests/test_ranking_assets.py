@@ -3,6 +3,8 @@ exploration_metrics) on the hand-made warehouse of ranking_fixtures."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 from dagster import AssetKey, materialize
@@ -69,6 +71,11 @@ def test_ranking_group_materializes(env, monkeypatch):
     mart_columns = {c.name: c for c in mart["dagster/column_schema"].schema.columns}
     assert mart_columns["value"].type.upper() == "DOUBLE" and mart_columns["policy"].type.upper() == "VARCHAR"
     assert all(c.description for c in mart_columns.values()), [c.name for c in mart_columns.values() if not c.description]
+    # the training curve: a PNG next to the model, embedded in the asset's page
+    png = Path(evaluation["training_curve_path"].value)
+    assert png.parent == Path(evaluation["model_path"].value).parent and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert evaluation["training_curve"].value.startswith("![SASRec training curve](data:image/png;base64,iVBORw0KGgo")
+    assert isinstance(evaluation["sasrec_ndcg@10"].value, float)
     for m in (evaluation, recs_meta, mart):
         assert m["warehouse"].value == str(env.resolve())
         assert m["source"].value == "demo"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -101,6 +102,12 @@ def test_broken_finetune_keeps_the_previous_lookup(tiny_dir, tmp_path, monkeypat
     first = run_refresh(db, instance)
     assert first.success
     assert {e.asset_key for e in first.get_asset_materialization_events()} == {FT_KEY, NIT_KEY}
+    ft_meta = next(e.materialization.metadata for e in first.get_asset_materialization_events() if e.asset_key == FT_KEY)
+    curve = Path(ft_meta["training_curve_path"].value)
+    assert curve == Path(ft_meta["adapter_dir"].value) / "training_curve.png"
+    assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert ft_meta["training_curve"].value.startswith("![LoRA fine-tuning curve](data:image/png;base64,")
+    assert ft_meta["dagster/row_count"].value == 2  # steps 0 and 1
     with wh.connect(db, read_only=True) as con:
         previous = wh.read_table(con, config.NOVEL_INTEREST_TRANSITIONS).sort("history", "rank")
     assert previous.height == 20 * 3  # 20 ordered histories of 5 clusters, 3 novel clusters each

@@ -18,7 +18,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from models_ml import config, gates, tables
+from models_ml import config, gates, plots, tables
 from models_ml import warehouse as wh
 from models_ml.llm import base as base_lm
 from models_ml.llm import finetune as ft
@@ -29,6 +29,7 @@ from models_ml.llm.finetune import LlmInputs
 from models_ml.llm.tokens import PromptEncoder, level_descriptions
 
 CURRENT_FILE = "current.json"
+CURVE_FILE = "training_curve.png"  # next to the adapter
 FINETUNE_HISTORY_SCHEMA = tables.schema(config.FINETUNE_HISTORY)
 
 
@@ -149,8 +150,21 @@ def run_finetune(inputs: LlmInputs, cfg: ft.FinetuneConfig | None = None, root: 
         progress=progress,
         on_eval=on_eval,
     )
+    write_finetune_curve(result, inputs.level, inputs.k)
     set_current(root, result.model_version)
     return result
+
+
+def write_finetune_curve(result: ft.FinetuneResult, level: int, k: int) -> Path:
+    """The fine-tuning curve as ``<adapter>/training_curve.png``, against the zero-shot
+    and popularity recall@5 and the refresh gate's match-rate floor."""
+    lines = {
+        "zero-shot recall@5": result.history[0].recall_at_5,
+        "popularity recall@5": result.baselines.get("popularity_recall_at_5", float("nan")),
+        "refresh gate: match rate": config.gate_min_match_rate(),
+    }
+    return plots.plot_finetune_curve(finetune_history_frame(result, level, k), result.adapter_dir / CURVE_FILE, lines,
+                                     title=f"LoRA fine-tuning {result.model_version} (eval sample; step 0 = zero-shot)")
 
 
 def set_current(root: Path, version: str) -> None:

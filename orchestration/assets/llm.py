@@ -21,7 +21,7 @@ from models_ml.llm import pipeline
 from models_ml.llm.pairs import write_lookup
 from orchestration.dbt import dbt_asset_group
 from orchestration.keys import asset_key
-from orchestration.metadata import gate_check_result, markdown_table, table_metadata
+from orchestration.metadata import gate_check_result, image_markdown, markdown_table, table_metadata
 from orchestration.resources import WarehouseResource
 
 GROUP = "llm"
@@ -82,6 +82,8 @@ def llm_finetune(context: AssetExecutionContext, warehouse: WarehouseResource) -
             "popularity_recall_at_5": MetadataValue.float(result.baselines["popularity_recall_at_5"]),
             "train_seconds": MetadataValue.float(round(result.train_seconds, 1)),
             "reused_adapter": MetadataValue.bool(bool(result.extra.get("reused"))),
+            "training_curve": image_markdown(result.adapter_dir / pipeline.CURVE_FILE, "LoRA fine-tuning curve"),
+            "training_curve_path": MetadataValue.path(str(result.adapter_dir / pipeline.CURVE_FILE)),
             "history": MetadataValue.md(markdown_table(frame.drop("model_version", "level", "k"))),
             "config": MetadataValue.json(result.config.__dict__),
         }

@@ -11,7 +11,7 @@ from models_ml.items import policies, seqrec
 from models_ml.items.sequences import load_training_data
 from orchestration.dbt import dbt_asset_group
 from orchestration.keys import asset_key
-from orchestration.metadata import gate_check_result, markdown_table, table_metadata
+from orchestration.metadata import gate_check_result, image_markdown, markdown_table, table_metadata
 from orchestration.resources import WarehouseResource
 
 GROUP = "ranking"
@@ -58,6 +58,8 @@ def ranker_evaluation(context: AssetExecutionContext, warehouse: WarehouseResour
             "train_seconds": MetadataValue.float(round(result.train_seconds, 1)),
             "model_version": result.model_version,
             "model_path": MetadataValue.path(str(path)),
+            "training_curve": image_markdown(path.parent / seqrec.CURVE_FILE, "SASRec training curve"),
+            "training_curve_path": MetadataValue.path(str(path.parent / seqrec.CURVE_FILE)),
             "config": MetadataValue.json(cfg.__dict__),
             "evaluation": MetadataValue.md(markdown_table(frame.select("model", "metric", "value", "n_users"))),
         }
