@@ -7,7 +7,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SPARK_STAMP := $(VENV)/.installed-spark
-export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# One Dagster home (run history, asset metadata) per warehouse file, named after its stem:
+# the UI of one warehouse never shows another's runs as "latest". DAGSTER_HOME overrides.
+WAREHOUSE_FILE := $(or $(DUCKDB_DATABASE),warehouse/interest_explorer.duckdb)
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home/$(basename $(notdir $(WAREHOUSE_FILE)))
 # Subprocesses (dbt, dagster dev) find the venv tools without activation.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
