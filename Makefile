@@ -16,7 +16,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home/$(basename $(notdir $(WAREHOUSE_F
 # Subprocesses (dbt, dagster dev) find the venv tools without activation.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install install-spark lock manifest demo materialize summary evaluate report test marts-spark dev docs clean
+.PHONY: install install-spark lock manifest demo materialize summary evaluate report test marts-spark dev docs docs-serve clean
 
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -79,5 +79,16 @@ dev: manifest
 	mkdir -p $(DAGSTER_HOME)
 	$(VENV)/bin/dagster dev
 
+# dbt docs (lineage, column descriptions, the catalog's types and row counts) of the current
+# warehouse, into a git-ignored folder per warehouse; serve with `make docs-serve`.
+DOCS_DIR ?= $(CURDIR)/dbt_docs/$(basename $(notdir $(WAREHOUSE_FILE)))
+docs: manifest
+	$(VENV)/bin/dbt docs generate --quiet --project-dir dbt_project --profiles-dir dbt_project \
+		--target-path $(DOCS_DIR) --vars '{"duckdb_database": "$(abspath $(WAREHOUSE_FILE))"}'
+	@echo "dbt docs in $(DOCS_DIR): make docs-serve (or python -m http.server -d $(DOCS_DIR) 8080)"
+
+docs-serve:
+	$(PY) -m http.server --directory $(DOCS_DIR) 8080
+
 clean:
-	rm -rf warehouse dbt_project/target dbt_project/logs .dagster_home
+	rm -rf warehouse dbt_project/target dbt_project/logs .dagster_home dbt_docs
