@@ -3,7 +3,7 @@
 
 from dagster import AssetExecutionContext, AssetSpec, Failure, MaterializeResult, MetadataValue, multi_asset
 
-from models_ml import clusters, config
+from models_ml import clusters, config, tables
 from models_ml import warehouse as wh
 from orchestration.keys import asset_key
 from orchestration.metadata import markdown_table, table_metadata
@@ -12,7 +12,8 @@ from orchestration.resources import WarehouseResource
 
 @multi_asset(
     specs=[
-        AssetSpec(asset_key(t), group_name="clusters", kinds={"duckdb"}, deps=[asset_key(config.RAW_ITEMS)])
+        AssetSpec(asset_key(t), group_name="clusters", kinds={"duckdb"}, deps=[asset_key(config.RAW_ITEMS)],
+                  description=f"{tables.table(t).description} Built from the items' text embeddings (all-MiniLM-L6-v2).")
         for t in (config.CLUSTERS, config.ITEM_CLUSTERS)
     ],
     name="interest_clusters",
