@@ -102,7 +102,7 @@ def open_waiting(
             if announced is False or announced != pid:  # one line per holder
                 announced = pid
                 holder = f"process {pid}" if pid is not None else "another process"
-                msg = f"waiting up to {timeout_s:.0f} s for warehouse {db}: locked by {holder}"
+                msg = f"waiting up to {timeout_s:g} s for warehouse {db}: locked by {holder}"
                 _log.warning(msg)
                 if on_wait is not None:
                     on_wait(msg)
