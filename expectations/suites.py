@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 import great_expectations as gx
 from great_expectations.expectations.row_conditions import Column
 
-from models_ml import config
+import polars as pl
+
+from models_ml import config, tables
 
 E = gx.expectations
 
@@ -42,6 +44,26 @@ TS = ("TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "TIMESTAMP WIT
 
 FAMILY_NAMES = {INT: "an integer type", INT_LIST: "a list of an integer type", FLOAT: "DOUBLE or FLOAT",
                 STR: "VARCHAR", TS: "a TIMESTAMP type"}
+
+
+def _family(dtype: pl.DataType) -> tuple[str, ...]:
+    if isinstance(dtype, pl.List):
+        return INT_LIST if dtype.inner.is_integer() else tuple(f"{t}[]" for t in _family(dtype.inner))
+    if isinstance(dtype, pl.Datetime):
+        return TS
+    if dtype.is_integer():
+        return INT
+    if dtype.is_float():
+        return FLOAT
+    if dtype == pl.String:
+        return STR
+    raise ValueError(f"no DuckDB type family for polars type {dtype}")
+
+
+def contract(table: str) -> dict[str, tuple[str, ...]]:
+    """The table's required columns and accepted DuckDB types, from the one
+    declaration of Python-written tables (models_ml/tables.py)."""
+    return {c.name: _family(c.dtype) for c in tables.table(table).required()}
 
 BLANK = r"^\s*$"
 FINITE_MAX = sys.float_info.max  # between(-max, max) rejects +-inf; nulls/NaN fail not_null
@@ -242,7 +264,7 @@ def interactions_suite(p: Params, existing: frozenset[str] = frozenset()) -> Sui
     t = config.RAW_INTERACTIONS
     return _build(
         t,
-        {"user_id": STR, "item_id": STR, "event_ts": TS, "engagement": FLOAT},
+        contract(t),
         [
             *_not_null("user_id", "item_id", "event_ts", "engagement"),
             *_not_blank("user_id", "item_id"),
@@ -273,7 +295,7 @@ def interactions_suite(p: Params, existing: frozenset[str] = frozenset()) -> Sui
 def items_suite(p: Params, existing: frozenset[str] = frozenset()) -> Suite:
     return _build(
         config.RAW_ITEMS,
-        {"item_id": STR, "title": STR, "text": STR},
+        contract(config.RAW_ITEMS),
         [
             *_not_null("item_id", "title", "text"),
             *_not_blank("item_id", "text"),
@@ -288,7 +310,7 @@ def clusters_suite(p: Params, existing: frozenset[str] = frozenset()) -> Suite:
     coarse = min(p.levels)
     return _build(
         t,
-        {"level": INT, "cluster_id": INT, "parent_cluster_id": INT, "description": STR, "n_items": INT},
+        contract(t),
         [
             *_not_null("level", "cluster_id", "description", "n_items"),
             *_levels(p),
@@ -348,7 +370,7 @@ def item_clusters_suite(p: Params, existing: frozenset[str] = frozenset()) -> Su
     coarse = min(p.levels)
     return _build(
         t,
-        {"item_id": STR, "level": INT, "cluster_id": INT},
+        contract(t),
         [
             *_not_null("item_id", "level", "cluster_id"),
             *_levels(p),
@@ -435,16 +457,7 @@ def _lookup_suite(table: str, p: Params, keys: tuple[str, ...]) -> Suite:
     by_policy = "policy" in keys
     return _build(
         table,
-        {
-            **extra,
-            "level": INT,
-            "k": INT,
-            "history": INT_LIST,
-            "rank": INT,
-            "next_cluster_id": INT,
-            "score": FLOAT,
-            "model_version": STR,
-        },
+        contract(table),
         [
             *_not_null(*extra, "level", "k", "history", "rank", "next_cluster_id", "score", "model_version"),
             *_levels(p),
@@ -504,15 +517,7 @@ def recommendations_suite(p: Params, existing: frozenset[str] = frozenset()) -> 
     t, ic, items = config.RECOMMENDATIONS, config.ITEM_CLUSTERS, config.RAW_ITEMS
     return _build(
         t,
-        {
-            "policy": STR,
-            "user_id": STR,
-            "rank": INT,
-            "item_id": STR,
-            "cluster_id": INT,
-            "score": FLOAT,
-            "target_cluster_id": INT,
-        },
+        contract(t),
         [
             *_not_null("policy", "user_id", "rank", "item_id", "cluster_id", "score"),
             Check("policy_in_set", E.ExpectColumnValuesToBeInSet(column="policy", value_set=list(config.POLICIES))),

@@ -450,3 +450,30 @@ def llm_model_version() -> str | None:
     """IE_LLM_MODEL_VERSION: pin the adapter version (default: derived from the
     training data, base model and settings)."""
     return _env("IE_LLM_MODEL_VERSION")
+
+
+def llm_learning_rate() -> float | None:
+    """IE_LLM_LR: the LoRA learning rate (unset: models_ml.llm.finetune's default)."""
+    value = _env_cast("IE_LLM_LR", float)
+    if value is not None and not value > 0:
+        raise ValueError(f"IE_LLM_LR must be > 0, got {value}")
+    return value
+
+
+# ---- refresh gates (the paper's production follow-up halts a lookup refresh on them) ----
+def gate_min_match_rate() -> float:
+    """IE_GATE_MATCH_RATE (0.9): the fine-tuned model's unconstrained match rate must be at
+    least this for its lookup to replace the current one (0 turns the rule off)."""
+    return env_float("IE_GATE_MATCH_RATE", 0.9, minimum=0.0, maximum=1.0)
+
+
+def gate_recall_margin() -> float:
+    """IE_GATE_RECALL_MARGIN (0): the fine-tuned model's eval-sample recall@m minus the
+    popularity baseline's on the same sample must be at least this (-1 turns it off)."""
+    return env_float("IE_GATE_RECALL_MARGIN", 0.0, minimum=-1.0, maximum=1.0)
+
+
+def gate_ndcg_margin() -> float:
+    """IE_GATE_NDCG_MARGIN (0): the sequence recommender's NDCG@10 minus popularity's must
+    be above this for its slates to be refreshed (-1 turns it off)."""
+    return env_float("IE_GATE_NDCG_MARGIN", 0.0, minimum=-1.0, maximum=1.0)

@@ -26,7 +26,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from models_ml import config
+from models_ml import config, tables
 from models_ml import warehouse as wh
 
 SMOOTHING_GRID = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
@@ -229,13 +229,4 @@ def write_policy_lookups(con: duckdb.DuckDBPyConnection, blocks: Sequence[pl.Dat
     return wh.replace_partition(con, config.POLICY_LOOKUPS, rows, by=("level", "k"))
 
 
-POLICY_LOOKUP_SCHEMA = {
-    "policy": pl.String,
-    "level": pl.Int32,
-    "k": pl.Int32,
-    "history": pl.List(pl.Int32),
-    "rank": pl.Int32,
-    "next_cluster_id": pl.Int32,
-    "score": pl.Float64,
-    "model_version": pl.String,
-}
+POLICY_LOOKUP_SCHEMA = tables.schema(config.POLICY_LOOKUPS)

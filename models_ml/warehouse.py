@@ -314,3 +314,9 @@ def row_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
         "order by table_schema, table_name"
     ).fetchall()
     return {f"{s}.{t}": con.execute(f'select count(*) from "{s}"."{t}"').fetchone()[0] for s, t in rows}
+
+
+def row_count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    """Rows of one table (a partial write's asset reports the whole table)."""
+    schema, name = _split(table)
+    return con.execute(f'select count(*) from "{schema}"."{name}"').fetchone()[0]

@@ -18,11 +18,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
-from dagster import AssetExecutionContext, AssetsDefinition, Failure
+from dagster import (
+    AssetExecutionContext,
+    AssetMaterialization,
+    AssetsDefinition,
+    Failure,
+    MetadataValue,
+    Output,
+    TableColumn,
+    TableSchema,
+)
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from models_ml import config
 from models_ml import warehouse as wh
+from orchestration.metadata import provenance
 from orchestration.resources import WarehouseResource
 
 # The dbt next to this interpreter (the venv need not be activated), through the
@@ -72,12 +82,40 @@ def dbt_build_vars() -> str:
     return json.dumps({**config.dbt_vars(), "duckdb_database": str(config.database_path())})
 
 
+COLUMN_SCHEMA = "dagster/column_schema"
+
+
+def built_metadata(con, spec) -> dict:
+    """A built dbt model's row count and columns with their DuckDB types and the YAML's
+    descriptions, read from the warehouse file through the warehouse module. (dagster-dbt's
+    fetch_row_counts/fetch_column_metadata query the catalog named in the manifest parsed
+    at load time, which is another file's when DUCKDB_DATABASE changed since.)"""
+    schema, name = str(spec.metadata["dagster/table_name"]).split(".")[-2:]
+    table = f"{schema}.{name}"
+    if not wh.table_exists(con, table):
+        return provenance()
+    described = getattr(spec.metadata.get(COLUMN_SCHEMA), "schema", spec.metadata.get(COLUMN_SCHEMA))
+    text = {c.name: c.description for c in described.columns} if described is not None else {}
+    cols = wh.query(
+        con,
+        "select column_name, data_type from information_schema.columns "
+        "where table_schema = ? and table_name = ? order by ordinal_position",
+        [schema, name],
+    )
+    return {
+        "dagster/row_count": MetadataValue.int(wh.row_count(con, table)),
+        COLUMN_SCHEMA: TableSchema(columns=[TableColumn(c, t, description=text.get(c)) for c, t in cols.iter_rows()]),
+        **provenance(),
+    }
+
+
 def dbt_asset_group(name: str, group: str, select: str, exclude: str = "") -> AssetsDefinition:
     """dbt models matching ``select`` as one subsettable multi-asset in ``group``."""
 
+    # no project=: dagster-dbt would show the DbtProject object as unserializable metadata,
+    # and the CLI resource already knows the project
     @dbt_assets(
         manifest=dbt_project.manifest_path,
-        project=dbt_project,
         select=select,
         exclude=exclude,
         name=name,
@@ -90,6 +128,18 @@ def dbt_asset_group(name: str, group: str, select: str, exclude: str = "") -> As
             wh.wait_until_free(config.database_path(), on_wait=context.log.warning)
         except wh.WarehouseBusyError as exc:
             raise Failure(description=str(exc)) from None
-        yield from dbt.cli(["build", "--vars", dbt_build_vars()], context=context).stream()
+        events, error = [], None
+        try:  # dbt holds the file until it exits: buffer its events, then read the facts
+            events.extend(dbt.cli(["build", "--vars", dbt_build_vars()], context=context).stream())
+        except Exception as exc:  # the events before a failure are still reported
+            error = exc
+        with warehouse.connect(read_only=True) as con:
+            for event in events:
+                if isinstance(event, (Output, AssetMaterialization)):
+                    key = event.asset_key if isinstance(event, AssetMaterialization) else context.asset_key_for_output(event.output_name)
+                    event = event.with_metadata({**event.metadata, **built_metadata(con, context.assets_def.specs_by_key[key])})
+                yield event
+        if error is not None:
+            raise error
 
     return _assets

@@ -45,6 +45,9 @@ def configurations(n_clusters: dict[int, int]) -> list[dict]:
 
 def run_env(run: dict, n_clusters: dict[int, int]) -> dict[str, str]:
     env = dict(os.environ, IE_LEVEL=str(run["level"]), IE_K=str(run["k"]), IE_SPLIT_MODE=run["split_mode"])
+    # evaluation measures every configuration, the losing ones too: the refresh gates off
+    for name, off in (("IE_GATE_MATCH_RATE", "0"), ("IE_GATE_RECALL_MARGIN", "-1"), ("IE_GATE_NDCG_MARGIN", "-1")):
+        env.setdefault(name, off)
     if not run["full"]:
         env["IE_LLM_STEPS"] = str(config.env_int("IE_EVAL_LLM_STEPS", 60, minimum=1))
         env["IE_ZERO_SHOT"] = "0"

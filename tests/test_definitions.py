@@ -34,3 +34,22 @@ def test_executor_is_in_process():
     # DuckDB allows one writer process: every step must share the run's process.
     job = defs.resolve_implicit_global_asset_job_def()
     assert job.executor_def.name == "in_process"
+
+
+def test_every_asset_has_its_own_description_and_serializable_metadata():
+    graph = defs.resolve_asset_graph()
+    keys = sorted(graph.get_all_asset_keys())
+    descriptions = {k: graph.get(k).description for k in keys}
+    assert all(descriptions.values()), [k for k, d in descriptions.items() if not d]
+    shared = {d for d in descriptions.values() if list(descriptions.values()).count(d) > 1}
+    assert shared == set()
+    # the DbtProject object showed as "dagster_dbt/project: [DbtProject] (unserializable)"
+    assert not [k for k in keys if "dagster_dbt/project" in graph.get(k).metadata]
+
+
+def test_refresh_gates_are_blocking_checks():
+    graph = defs.resolve_asset_graph()
+    gates = {c.asset_key: c for c in graph.asset_check_keys if c.name == "refresh_gate"}
+    assert set(gates) == {AssetKey(["ml", "finetune_history"]), AssetKey(["ml", "ranker_evaluation"])}
+    for key in gates.values():
+        assert graph.get_check_spec(key).blocking, key

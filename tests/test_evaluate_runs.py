@@ -38,3 +38,13 @@ def test_comparison_runs_are_cheaper_and_large_levels_use_observed_histories(mon
     assert full["IE_SPLIT_MODE"] == "time"
     assert full.get("IE_ZERO_SHOT") != "0"  # the default runs keep every policy
     assert "IE_LLM_HISTORIES" not in full  # 40 * 39 = 1,560 histories: all of them
+
+
+def test_evaluation_runs_turn_the_refresh_gates_off_unless_set(monkeypatch):
+    for name in ("IE_GATE_MATCH_RATE", "IE_GATE_RECALL_MARGIN", "IE_GATE_NDCG_MARGIN"):
+        monkeypatch.delenv(name, raising=False)
+    env = run_env({"level": 2, "k": 2, "split_mode": "user", "full": True}, CLUSTERS)
+    # evaluation measures losing configurations too (models_ml/gates.py)
+    assert (env["IE_GATE_MATCH_RATE"], env["IE_GATE_RECALL_MARGIN"], env["IE_GATE_NDCG_MARGIN"]) == ("0", "-1", "-1")
+    monkeypatch.setenv("IE_GATE_MATCH_RATE", "0.9")
+    assert run_env({"level": 2, "k": 2, "split_mode": "user", "full": True}, CLUSTERS)["IE_GATE_MATCH_RATE"] == "0.9"

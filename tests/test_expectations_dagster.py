@@ -98,6 +98,8 @@ def test_good_data_flows_through(db):
     evals = evaluations(result)
     assert evals[quality.check_name(NIT)].passed and evals[quality.check_name(R)].passed
     assert evals[quality.check_name(NIT)].metadata["expectations_failed"].value == 0
+    # a pass shows no empty Markdown / JSON links
+    assert not {"failed_expectations", "failures"} & set(evals[quality.check_name(NIT)].metadata)
     assert materialized(result) == {NIT_KEY, R_KEY, METRICS_KEY}
 
 

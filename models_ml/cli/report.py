@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from models_ml import config
+from models_ml.plots import plot_finetune_curve
 from models_ml import warehouse as wh
 
 POLICY_ORDER = ("llm", "zero_shot", "markov", "markov_smoothed", "popularity")
@@ -113,35 +114,6 @@ def _plot_by_seen(ev: pl.DataFrame, m: int, path: Path, title: str) -> None:
     ax.set_ylabel(f"recall@{m} (95% CI)")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_finetune_curve(history: pl.DataFrame, path: Path, baselines: dict[str, float] | None = None) -> None:
-    """Loss and match rate / recall@1 / recall@5 over steps (step 0 = zero-shot), with
-    the popularity lines when given."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    history = history.sort("step")
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    loss = history.filter(pl.col("loss").is_not_null())
-    a1.plot(loss["step"], loss["loss"], marker="o")
-    a1.set_xlabel("step")
-    a1.set_ylabel("training loss (answer tokens)")
-    a1.grid(alpha=0.3)
-    for col, label in (("match_rate", "match rate"), ("recall_at_1", "recall@1"), ("recall_at_5", "recall@5")):
-        a2.plot(history["step"], history[col], marker="o", label=label)
-    for name, value in (baselines or {}).items():
-        a2.axhline(value, linestyle="--", linewidth=1, label=name)
-    a2.set_xlabel("step")
-    a2.set_ylim(0, 1.02)
-    a2.grid(alpha=0.3)
-    a2.legend(fontsize=8)
-    fig.suptitle("LoRA fine-tuning (eval sample; step 0 = zero-shot)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

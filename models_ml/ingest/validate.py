@@ -31,12 +31,12 @@ from typing import NamedTuple
 
 import polars as pl
 
-from models_ml import config
+from models_ml import config, tables
 
 # ---- output schemas (raw.interactions, raw.items, raw.rejected_rows) ---------
 INTERACTION_SCHEMA = {"user_id": pl.Utf8, "item_id": pl.Utf8, "event_ts": pl.Datetime("us"), "engagement": pl.Float64}
 ITEM_SCHEMA = {"item_id": pl.Utf8, "title": pl.Utf8, "text": pl.Utf8}
-REJECTED_SCHEMA = {"source_file": pl.Utf8, "row_number": pl.Int64, "reason": pl.Utf8, "raw_row": pl.Utf8}
+REJECTED_SCHEMA = tables.schema(config.RAW_REJECTED_ROWS)
 
 # ---- rejection reasons (the one home of their wording) -----------------------
 EMPTY_ROW = "empty row"

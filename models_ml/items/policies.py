@@ -35,7 +35,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from models_ml import config
+from models_ml import config, tables
 from models_ml import warehouse as wh
 from models_ml.items import seqrec
 from models_ml.items.restrict import NO_CLUSTER, ClusterIndex, popularity_key, restricted_topk
@@ -55,18 +55,7 @@ class Target:
     lookup_score: float | None = None
 
 
-RECOMMENDATION_SCHEMA = {
-    "policy": pl.String,
-    "user_id": pl.String,
-    "rank": pl.Int32,
-    "item_id": pl.String,
-    "cluster_id": pl.Int64,
-    "score": pl.Float64,
-    "target_cluster_id": pl.Int64,
-    "target_source": pl.String,
-    "lookup_rank": pl.Int32,
-    "model_version": pl.String,
-}
+RECOMMENDATION_SCHEMA = tables.schema(config.RECOMMENDATIONS)
 
 
 # ---- inputs ----------------------------------------------------------------------

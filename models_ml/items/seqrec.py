@@ -34,10 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models_ml import plots
 from models_ml.items.sequences import PAD, Catalog, UserSequences, left_pad, mask_rows, training_windows
 
 MODEL_FILE = "model.pt"
 CARD_FILE = "model_card.json"
+CURVE_FILE = "training_curve.png"
 
 
 @dataclass(frozen=True)
@@ -392,6 +394,8 @@ def save(result: TrainResult, directory: Path) -> Path:
         "history": result.history,
     }
     (directory / CARD_FILE).write_text(json.dumps(card, indent=2))
+    metric = f"ndcg@{result.cfg.eval_k}"
+    plots.plot_ranker_curve(result.history, directory / CURVE_FILE, metric, result.popularity.get(metric), result.best_epoch)
     return directory / MODEL_FILE
 
 

@@ -30,21 +30,12 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from models_ml import config
+from models_ml import config, tables
 from models_ml import warehouse as wh
 from models_ml.llm.decoding import LM, topm_prompts
 from models_ml.llm.tokens import ClusterSetError, Evidence, PromptEncoder
 
-LOOKUP_SCHEMA = {
-    "level": pl.Int32,
-    "k": pl.Int32,
-    "history": pl.List(pl.Int32),
-    "rank": pl.Int32,
-    "next_cluster_id": pl.Int32,
-    "score": pl.Float64,
-    "model_version": pl.String,
-    "shard": pl.Int32,
-}
+LOOKUP_SCHEMA = tables.schema(config.NOVEL_INTEREST_TRANSITIONS)
 MAX_ROWS = 160  # histories per forward pass (four K = 2 shards at N = 40)
 TREE_ROWS = 40  # histories per token tree (a batch row); bounds its dense attention mask
 

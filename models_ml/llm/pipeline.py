@@ -18,7 +18,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from models_ml import config
+from models_ml import config, gates, plots, tables
 from models_ml import warehouse as wh
 from models_ml.llm import base as base_lm
 from models_ml.llm import finetune as ft
@@ -29,17 +29,8 @@ from models_ml.llm.finetune import LlmInputs
 from models_ml.llm.tokens import PromptEncoder, level_descriptions
 
 CURRENT_FILE = "current.json"
-FINETUNE_HISTORY_SCHEMA = {
-    "model_version": pl.String,
-    "level": pl.Int32,
-    "k": pl.Int32,
-    "step": pl.Int32,
-    "loss": pl.Float64,
-    "match_rate": pl.Float64,
-    "recall_at_1": pl.Float64,
-    "recall_at_5": pl.Float64,
-    "elapsed_s": pl.Float64,
-}
+CURVE_FILE = "training_curve.png"  # next to the adapter
+FINETUNE_HISTORY_SCHEMA = tables.schema(config.FINETUNE_HISTORY)
 
 
 def llm_root() -> Path:
@@ -136,11 +127,13 @@ def _check_ids(df: pl.DataFrame, descriptions: dict[int, str], table: str, level
 
 
 def finetune_config() -> ft.FinetuneConfig:
+    lr = config.llm_learning_rate()
     return ft.FinetuneConfig(
         steps=config.llm_finetune_steps(),
         batch_histories=config.llm_batch_size(),
         eval_every=config.llm_eval_every(),
         seed=int(config.dbt_vars()["seed"]),
+        **({} if lr is None else {"lr": lr}),
     )
 
 
@@ -157,8 +150,21 @@ def run_finetune(inputs: LlmInputs, cfg: ft.FinetuneConfig | None = None, root: 
         progress=progress,
         on_eval=on_eval,
     )
+    write_finetune_curve(result, inputs.level, inputs.k)
     set_current(root, result.model_version)
     return result
+
+
+def write_finetune_curve(result: ft.FinetuneResult, level: int, k: int) -> Path:
+    """The fine-tuning curve as ``<adapter>/training_curve.png``, against the zero-shot
+    and popularity recall@5 and the refresh gate's match-rate floor."""
+    lines = {
+        "zero-shot recall@5": result.history[0].recall_at_5,
+        "popularity recall@5": result.baselines.get("popularity_recall_at_5", float("nan")),
+        "refresh gate: match rate": config.gate_min_match_rate(),
+    }
+    return plots.plot_finetune_curve(finetune_history_frame(result, level, k), result.adapter_dir / CURVE_FILE, lines,
+                                     title=f"LoRA fine-tuning {result.model_version} (eval sample; step 0 = zero-shot)")
 
 
 def set_current(root: Path, version: str) -> None:
@@ -392,3 +398,14 @@ def lookup_metrics(rows: pl.DataFrame, inputs: LlmInputs, m: int = 5) -> dict[st
     pop = evaluation.popularity_lookup(inputs.train_transitions, hist, inputs.descriptions, m)
     base = evaluation.recall_at(pop, inputs.eval_transitions, (1, m))
     return {**ours, **{f"popularity_{key}": v for key, v in base.items()}, "eval_transitions": inputs.eval_transitions.height}
+
+
+def adapter_gate(adapter_dir: Path) -> gates.GateResult:
+    """The refresh gate (models_ml/gates.py) on an adapter's final training figures:
+    its match rate and eval-sample recall@5 against popularity on the same sample."""
+    meta = ft.read_training(adapter_dir)
+    final, baselines = meta.get("final"), meta.get("baselines", {})
+    if final is None or "popularity_recall_at_5" not in baselines:
+        raise ft.AdapterError(f"{adapter_dir / ft.TRAINING_FILE} lacks the final figures the refresh gate reads")
+    return gates.finetune_gate(float(final["match_rate"]), float(final["recall_at_5"]),
+                               float(baselines["popularity_recall_at_5"]))

@@ -3,16 +3,17 @@
 
 from dagster import AssetExecutionContext, AssetSpec, Failure, MaterializeResult, MetadataValue, multi_asset
 
-from models_ml import clusters, config
+from models_ml import clusters, config, tables
 from models_ml import warehouse as wh
 from orchestration.keys import asset_key
-from orchestration.metadata import markdown_table
+from orchestration.metadata import markdown_table, table_metadata
 from orchestration.resources import WarehouseResource
 
 
 @multi_asset(
     specs=[
-        AssetSpec(asset_key(t), group_name="clusters", kinds={"duckdb"}, deps=[asset_key(config.RAW_ITEMS)])
+        AssetSpec(asset_key(t), group_name="clusters", kinds={"duckdb"}, deps=[asset_key(config.RAW_ITEMS)],
+                  description=f"{tables.table(t).description} Built from the items' text embeddings (all-MiniLM-L6-v2).")
         for t in (config.CLUSTERS, config.ITEM_CLUSTERS)
     ],
     name="interest_clusters",
@@ -47,7 +48,7 @@ def interest_clusters(context: AssetExecutionContext, warehouse: WarehouseResour
     yield MaterializeResult(
         asset_key=asset_key(config.CLUSTERS),
         metadata={
-            "rows": MetadataValue.int(result.clusters.height),
+            **table_metadata(config.CLUSTERS, result.clusters.height),
             "coarse_clusters": n_coarse,
             "fine_clusters": n_fine,
             **quality,
@@ -56,5 +57,5 @@ def interest_clusters(context: AssetExecutionContext, warehouse: WarehouseResour
     )
     yield MaterializeResult(
         asset_key=asset_key(config.ITEM_CLUSTERS),
-        metadata={"rows": MetadataValue.int(result.item_clusters.height)},
+        metadata=table_metadata(config.ITEM_CLUSTERS, result.item_clusters.height),
     )

@@ -9,10 +9,12 @@ import polars as pl
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from models_ml import config, counts
+from models_ml import warehouse as wh
 from models_ml.cli import report as report_cli
 from models_ml.llm import pipeline
 from orchestration.dbt import dbt_asset_group
 from orchestration.keys import asset_key
+from orchestration.metadata import provenance, table_metadata
 from orchestration.resources import WarehouseResource
 
 GROUP = "evaluation"
@@ -60,13 +62,14 @@ def policy_lookups(context: AssetExecutionContext, warehouse: WarehouseResource)
     variants = pipeline.lookup_variants(inputs, llm_rows, count_rows, m)
     blocks += [v.rows.drop("shard").with_columns(policy=pl.lit(v.name)) for v in variants.values()]
     with warehouse.connect() as con:
-        n = counts.write_policy_lookups(con, blocks)
+        counts.write_policy_lookups(con, blocks)
+        n = wh.row_count(con, config.POLICY_LOOKUPS)
     context.log.info(f"markov_smoothed alpha {smoothing.alpha} beta {smoothing.beta} "
                      f"(validation recall@{counts.SELECTION_M} {smoothing.validation_recall:.3f}); "
                      f"zero-shot {'on' if config.zero_shot_enabled() else 'off'} ({zero_seconds:.0f}s)")
     return MaterializeResult(
         metadata={
-            "dagster/row_count": MetadataValue.int(n),
+            **table_metadata(config.POLICY_LOOKUPS, n),
             "markov_smoothed_alpha": MetadataValue.float(smoothing.alpha),
             "markov_smoothed_beta": MetadataValue.float(smoothing.beta),
             "markov_smoothed_validation_recall_at_5": MetadataValue.float(smoothing.validation_recall),
@@ -95,6 +98,7 @@ def evaluation_report(context: AssetExecutionContext, warehouse: WarehouseResour
     keep = {key: value for key, value in report.figures.items() if key.startswith(f"{split}/") and "__" not in key}
     metadata = {key.replace("/", "__"): MetadataValue.float(v) for key, v in sorted(keep.items())}
     metadata["report"] = MetadataValue.path(str(report.path))
+    metadata.update(provenance())
     for name, img in report.images.items():
         metadata[f"plot_{name}"] = MetadataValue.path(str(img))
     return MaterializeResult(metadata=metadata)

@@ -8,18 +8,24 @@ staged raw tables pass their Great Expectations suites inside the write transact
 
 from dagster import AssetExecutionContext, AssetSpec, Failure, MaterializeResult, MetadataValue, multi_asset
 
-from models_ml import config
+from models_ml import config, tables
 from models_ml import warehouse as wh
 from models_ml.ingest import load_source
 from models_ml.ingest.validate import IngestError, check_reject_shares
 from orchestration.keys import asset_key
+from orchestration.metadata import table_metadata
 from orchestration.resources import WarehouseResource
 
 RAW_TABLES = (config.RAW_INTERACTIONS, config.RAW_ITEMS, config.RAW_REJECTED_ROWS)
 
 
 @multi_asset(
-    specs=[AssetSpec(asset_key(t), group_name="ingestion", kinds={"duckdb"}) for t in RAW_TABLES],
+    # each table its own description (models_ml/tables.py), the op's says how they are made
+    specs=[
+        AssetSpec(asset_key(t), group_name="ingestion", kinds={"duckdb"},
+                  description=f"{tables.table(t).description} Loaded from IE_SOURCE (demo | movielens | files).")
+        for t in RAW_TABLES
+    ],
     name="ingest_source",
     description="Load the configured source (IE_SOURCE: demo | movielens | files) into the raw schema.",
 )
@@ -44,7 +50,7 @@ def ingest_source(context: AssetExecutionContext, warehouse: WarehouseResource):
         except wh.PublishRefusedError as exc:
             raise Failure(description=str(exc)) from None
     for table, df in frames.items():
-        meta = {"rows": MetadataValue.int(df.height), "source": config.source()}
+        meta = table_metadata(table, df.height)
         if table == config.RAW_REJECTED_ROWS:
             by_reason = df.group_by("reason").len().sort("len", descending=True) if df.height else None
             meta["rejected_by_reason"] = MetadataValue.json(

@@ -5,14 +5,23 @@ is held while a model trains or infers."""
 
 import time
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetCheckResult,
+    AssetExecutionContext,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
 
 from models_ml import config, counts
+from models_ml import warehouse as wh
 from models_ml.llm import pipeline
 from models_ml.llm.pairs import write_lookup
 from orchestration.dbt import dbt_asset_group
 from orchestration.keys import asset_key
-from orchestration.metadata import markdown_table
+from orchestration.metadata import gate_check_result, image_markdown, markdown_table, table_metadata
 from orchestration.resources import WarehouseResource
 
 GROUP = "llm"
@@ -59,9 +68,11 @@ def llm_finetune(context: AssetExecutionContext, warehouse: WarehouseResource) -
     frame = pipeline.finetune_history_frame(result, level, k)
     with warehouse.connect() as con:
         pipeline.write_finetune_history(con, frame)
+        n_history = wh.row_count(con, config.FINETUNE_HISTORY)
     zero, final = result.history[0], result.history[-1]
     return MaterializeResult(
         metadata={
+            **table_metadata(config.FINETUNE_HISTORY, n_history),
             "model_version": result.model_version,
             "adapter_dir": MetadataValue.path(str(result.adapter_dir)),
             "match_rate": MetadataValue.float(final.match_rate),
@@ -71,10 +82,27 @@ def llm_finetune(context: AssetExecutionContext, warehouse: WarehouseResource) -
             "popularity_recall_at_5": MetadataValue.float(result.baselines["popularity_recall_at_5"]),
             "train_seconds": MetadataValue.float(round(result.train_seconds, 1)),
             "reused_adapter": MetadataValue.bool(bool(result.extra.get("reused"))),
+            "training_curve": image_markdown(result.adapter_dir / pipeline.CURVE_FILE, "LoRA fine-tuning curve"),
+            "training_curve_path": MetadataValue.path(str(result.adapter_dir / pipeline.CURVE_FILE)),
             "history": MetadataValue.md(markdown_table(frame.drop("model_version", "level", "k"))),
             "config": MetadataValue.json(result.config.__dict__),
         }
     )
+
+
+@asset_check(
+    asset=asset_key(config.FINETUNE_HISTORY),
+    name="refresh_gate",
+    blocking=True,
+    description=(
+        "Refresh gate on the current fine-tuned adapter: unconstrained match rate >= IE_GATE_MATCH_RATE "
+        "(0.9) and eval-sample recall@5 >= the popularity baseline's + IE_GATE_RECALL_MARGIN (0). Blocking: "
+        "a failed fine-tune never replaces the lookup table."
+    ),
+)
+def finetune_refresh_gate() -> AssetCheckResult:
+    adapter = pipeline.current_adapter_dir()
+    return gate_check_result(pipeline.adapter_gate(adapter), model_version=adapter.name)
 
 
 @asset(
@@ -96,6 +124,11 @@ def novel_interest_transitions(context: AssetExecutionContext, warehouse: Wareho
         inputs = pipeline.read_llm_inputs(con, level, k)
     m = pipeline.lookup_depth(inputs.descriptions, k)
     adapter = pipeline.current_adapter_dir()
+    # the refresh gate again: materialized alone, this asset must not ship a failed adapter either
+    gate = pipeline.adapter_gate(adapter)
+    if not gate.passed:
+        raise Failure(description=f"adapter {adapter.name} fails the refresh gate ({gate.summary()}); "
+                                  f"{config.NOVEL_INTEREST_TRANSITIONS} is left as it was")
     t0 = time.perf_counter()
     rows, stats = pipeline.run_pair_inference(adapter, inputs.descriptions, level, k, m,
                                               histories=pipeline.lookup_histories(inputs), evidence=inputs.evidence)
@@ -113,6 +146,7 @@ def novel_interest_transitions(context: AssetExecutionContext, warehouse: Wareho
     metrics = pipeline.lookup_metrics(shipped, inputs)
     with warehouse.connect() as con:
         write_lookup(con, shipped, level, k)
+        n_lookup = wh.row_count(con, config.NOVEL_INTEREST_TRANSITIONS)
     context.log.info(f"lookup ({mechanism}): {stats['histories']} histories, {rows.height} rows in {seconds:.0f}s; "
                      f"{metrics}")
     fusion_meta = {"mechanism": mechanism, "mechanism_seconds": MetadataValue.float(round(mechanism_seconds, 2))}
@@ -132,7 +166,8 @@ def novel_interest_transitions(context: AssetExecutionContext, warehouse: Wareho
     return MaterializeResult(
         metadata={
             **fusion_meta,
-            "rows": MetadataValue.int(shipped.height),
+            **table_metadata(config.NOVEL_INTEREST_TRANSITIONS, n_lookup),
+            "rows_written": MetadataValue.int(shipped.height),
             "histories": MetadataValue.int(stats["histories"]),
             "model_version": shipped["model_version"][0],
             "inference_seconds": MetadataValue.float(round(seconds, 1)),

@@ -44,8 +44,11 @@ def check_result(result: SuiteResult) -> AssetCheckResult:
         "rows": MetadataValue.int(result.rows if result.rows is not None else 0),
         "expectations": MetadataValue.int(len(result.results)),
         "expectations_failed": MetadataValue.int(len(failures)),
-        "failed_expectations": MetadataValue.md(suite_markdown(result)),
-        "failures": MetadataValue.json(
+        "seconds": MetadataValue.float(round(result.seconds, 3)),
+    }
+    if failures:  # a passing check shows no empty Markdown / JSON links
+        metadata["failed_expectations"] = MetadataValue.md(suite_markdown(result))
+        metadata["failures"] = MetadataValue.json(
             [
                 {
                     "check": f.check,
@@ -57,9 +60,7 @@ def check_result(result: SuiteResult) -> AssetCheckResult:
                 }
                 for f in failures
             ]
-        ),
-        "seconds": MetadataValue.float(round(result.seconds, 3)),
-    }
+        )
     if failures:
         names = ", ".join(f.check for f in failures[:8]) + (" ..." if len(failures) > 8 else "")
         description = f"{len(failures)} of {len(result.results)} expectations failed on {result.table}: {names}"

@@ -3,15 +3,15 @@ policies for every user -> ml.recommendations, and the dbt mart exploration_metr
 
 import time
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetCheckResult, AssetExecutionContext, MaterializeResult, MetadataValue, asset, asset_check
 
-from models_ml import config
+from models_ml import config, gates
 from models_ml import warehouse as wh
 from models_ml.items import policies, seqrec
 from models_ml.items.sequences import load_training_data
 from orchestration.dbt import dbt_asset_group
 from orchestration.keys import asset_key
-from orchestration.metadata import markdown_table
+from orchestration.metadata import gate_check_result, image_markdown, markdown_table, table_metadata
 from orchestration.resources import WarehouseResource
 
 GROUP = "ranking"
@@ -46,6 +46,7 @@ def ranker_evaluation(context: AssetExecutionContext, warehouse: WarehouseResour
     s, p = result.test, result.popularity
     return MaterializeResult(
         metadata={
+            **table_metadata(config.RANKER_EVALUATION, frame.height),
             f"sasrec_hr@{k}": MetadataValue.float(s[f"hr@{k}"]),
             f"sasrec_ndcg@{k}": MetadataValue.float(s[f"ndcg@{k}"]),
             f"popularity_hr@{k}": MetadataValue.float(p[f"hr@{k}"]),
@@ -57,10 +58,36 @@ def ranker_evaluation(context: AssetExecutionContext, warehouse: WarehouseResour
             "train_seconds": MetadataValue.float(round(result.train_seconds, 1)),
             "model_version": result.model_version,
             "model_path": MetadataValue.path(str(path)),
+            "training_curve": image_markdown(path.parent / seqrec.CURVE_FILE, "SASRec training curve"),
+            "training_curve_path": MetadataValue.path(str(path.parent / seqrec.CURVE_FILE)),
             "config": MetadataValue.json(cfg.__dict__),
             "evaluation": MetadataValue.md(markdown_table(frame.select("model", "metric", "value", "n_users"))),
         }
     )
+
+
+@asset_check(
+    asset=asset_key(config.RANKER_EVALUATION),
+    name="refresh_gate",
+    blocking=True,
+    description=(
+        "Refresh gate on the sequence recommender: its NDCG@10 must be above the popularity baseline's "
+        "(+ IE_GATE_NDCG_MARGIN, 0) in ml.ranker_evaluation. Blocking: a ranker that loses to popularity "
+        "never refreshes the recommendations."
+    ),
+)
+def ranker_refresh_gate(warehouse: WarehouseResource) -> AssetCheckResult:
+    eval_k = seqrec.SeqRecConfig(**config.seqrec_overrides()).eval_k
+    metric = f"ndcg@{eval_k}"
+    with warehouse.connect(read_only=True) as con:
+        rows = wh.query(con, f"select model, value, model_version from {config.RANKER_EVALUATION} where metric = ?",
+                        [metric])
+    values = dict(zip(rows["model"], rows["value"]))
+    if "sasrec" not in values or "popularity" not in values:
+        raise ValueError(f"{config.RANKER_EVALUATION} lacks the sasrec and popularity {metric} rows")
+    version = rows.filter(rows["model"] == "sasrec")["model_version"][0]
+    gate = gates.ranker_gate(values["sasrec"], values["popularity"], k=eval_k)
+    return gate_check_result(gate, model_version=version)
 
 
 @asset(
@@ -91,7 +118,7 @@ def recommendations(context: AssetExecutionContext, warehouse: WarehouseResource
     context.log.info(f"recommendations: {d}")
     return MaterializeResult(
         metadata={
-            "rows": MetadataValue.int(sum(stats.rows.values())),
+            **table_metadata(config.RECOMMENDATIONS, sum(stats.rows.values())),
             "rows_per_policy": MetadataValue.json(stats.rows),
             "users": MetadataValue.int(stats.users),
             "users_without_positive_history": MetadataValue.int(stats.users_without_positive_history),
