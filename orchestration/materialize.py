@@ -5,9 +5,9 @@ holds partitioned assets (the pair inference).
 The CLI runs one partition per run and refuses a partitioned asset without
 `--partition` (`--select '*'` fails: "Asset has partitions, but no '--partition'
 option was provided"). This runs the selection in three steps, each a Dagster run
-recorded in DAGSTER_HOME like the CLI's: the assets upstream of the partitioned ones,
-then one run per partition key (what a backfill launches), then the rest. Runs use
-the definitions' in-process executor, one after another, in this process; to run the
+recorded in DAGSTER_HOME like the CLI's (of the job `all_assets`, every asset): the
+assets upstream of the partitioned ones, then one run per partition key (what a
+backfill launches), then the rest. Runs execute in this process, one after another; to run the
 partitions in parallel or on other machines, launch them as a backfill (README
 "Pair inference on several workers").
 """
@@ -17,22 +17,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dagster import AssetKey, AssetSelection, DagsterInstance, JobDefinition, execute_job, reconstructable
+from dagster import AssetKey, AssetSelection, DagsterInstance
 
-PARTITION_TAG = "dagster/partition"
-
-
-def global_job() -> JobDefinition:
-    """The definitions' implicit asset job (module scope, so it is reconstructable)."""
-    from orchestration.definitions import defs
-
-    return defs.resolve_implicit_global_asset_job_def()
+from orchestration.definitions import all_assets_job, defs
 
 
 def plan(select: str) -> list[tuple[list[AssetKey], str | None]]:
     """[(asset keys, partition key or None), ...] in run order."""
-    from orchestration.definitions import defs
-
     graph = defs.resolve_asset_graph()
     selected = AssetSelection.from_coercible(select.split(",")).resolve(graph)
     partitioned = {key for key in selected if graph.get(key).partitions_def is not None}
@@ -56,12 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--select", default="*", help="a Dagster asset selection (as for dagster asset materialize)")
     args = ap.parse_args(argv)
     steps = plan(args.select)
+    job = defs.resolve_job_def(all_assets_job.name)
     with DagsterInstance.get() as instance:
         for keys, partition in steps:
             label = f"{len(keys)} assets" + (f", partition {partition}" if partition is not None else "")
             print(f"materialize: {label}", flush=True)
-            result = execute_job(reconstructable(global_job), instance=instance, asset_selection=keys,
-                                 tags={PARTITION_TAG: partition} if partition is not None else None)
+            result = job.execute_in_process(instance=instance, asset_selection=keys, partition_key=partition,
+                                            raise_on_error=False)
             if not result.success:
                 print(f"materialize: the run of {label} failed (run {result.run_id})", file=sys.stderr)
                 return 1
