@@ -20,9 +20,12 @@ by default) into a temporary DuckDB file (the events in SQL inside the file), th
 * with --target spark: the staging views and marts on a local Spark session (the
   profile's spark target) in one `dbt run`, counts compared with DuckDB's.
 
-pandas and polars run under an address-space cap (RLIMIT_AS, --cap-mb, default 8192):
-"exceeded_cap" means an allocation beyond the cap failed inside the worker, never that
-the machine ran out of memory; a baseline that exceeds it is not tried at larger sizes.
+pandas and polars run under a memory cap (--cap-mb, default 8192): by default an
+address-space cap (RLIMIT_AS: an allocation beyond it fails inside the worker; reserved
+virtual memory counts, about 3.5 GB of it before any data here), with --cap-kind rss a
+resident-set cap (polled every 50 ms, the worker killed past it). "exceeded_cap" means
+the worker passed the cap, never that the machine ran out of memory; a baseline that
+exceeds it is not tried at larger sizes.
 Row counts are checked against each other (sequences, examples, UCI@N; training pairs
 differ only through the hash used for sampling) and one JSON document is printed (and
 written to --out after every size): per size and stage seconds and peak MB, ratios over
@@ -551,11 +554,23 @@ OOM_MARKERS = ("memoryerror", "unable to allocate", "memory allocation of", "out
                "cannot allocate memory", "std::bad_alloc", "failed to allocate")  # matched lower-case
 
 
-def run_capped(cmd: list[str], cap_mb: int, timeout: float) -> dict:
-    """Run a baseline worker under RLIMIT_AS = cap_mb (address space, so reserved virtual
-    memory counts too: a stricter cap than RSS). Exceeding it fails the worker's own
-    allocation; it never touches the machine's memory. Returns outcome ('ok',
-    'exceeded_cap', 'timeout', 'failed'), wall seconds, the worker's peak RSS and rc."""
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_capped(cmd: list[str], cap_mb: int, timeout: float, kind: str = "as") -> dict:
+    """Run a baseline worker under a memory cap of cap_mb: kind 'as' is RLIMIT_AS (address
+    space, so reserved virtual memory counts too: stricter than RSS; an allocation past
+    it fails inside the worker), kind 'rss' polls the worker's resident set every 50 ms
+    and kills it past the cap. Either way the machine's memory is never at stake.
+    Returns outcome ('ok', 'exceeded_cap', 'timeout', 'failed'), wall seconds, the
+    worker's peak RSS and rc."""
     cap = cap_mb * 1024 * 1024
 
     def limit() -> None:
@@ -563,8 +578,8 @@ def run_capped(cmd: list[str], cap_mb: int, timeout: float) -> dict:
 
     log = tempfile.TemporaryFile()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, preexec_fn=limit)
-    timed_out = False
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, preexec_fn=limit if kind == "as" else None)
+    timed_out = killed_at_cap = False
     while True:
         pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
@@ -572,32 +587,36 @@ def run_capped(cmd: list[str], cap_mb: int, timeout: float) -> dict:
         if time.perf_counter() - t0 > timeout:
             proc.kill()
             timed_out = True
-        time.sleep(0.2)
+        if kind == "rss" and not killed_at_cap and _rss_mb(proc.pid) > cap_mb:
+            proc.kill()
+            killed_at_cap = True
+        time.sleep(0.05 if kind == "rss" else 0.2)
     rc = os.waitstatus_to_exitcode(status)
     log.seek(0)
     tail = log.read().decode(errors="replace")[-2000:]
     outcome = "ok" if rc == 0 else "timeout" if timed_out else (
-        "exceeded_cap" if rc < 0 or any(m in tail.lower() for m in OOM_MARKERS) else "failed")
+        "exceeded_cap" if killed_at_cap or (kind == "as" and (rc < 0 or any(m in tail.lower() for m in OOM_MARKERS)))
+        else "failed")
     res = {"outcome": outcome, "wall_s": round(time.perf_counter() - t0, 2), "rc": rc,
-           "peak_rss_mb": round(rusage.ru_maxrss / 1024.0), "cap_mb": cap_mb}
+           "peak_rss_mb": round(rusage.ru_maxrss / 1024.0), "cap_mb": cap_mb, "cap_kind": kind}
     if outcome != "ok":
         res["stderr_tail"] = tail[-600:]
     return res
 
 
-def run_pandas(db: Path, v: dict, user_share: float, timeout: float, cap_mb: int) -> dict:
+def run_pandas(db: Path, v: dict, user_share: float, timeout: float, cap_mb: int, kind: str) -> dict:
     out = db.with_suffix(".pandas.json")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--pandas-worker", str(db), "--worker-out", str(out),
            "--vars", json.dumps(v), "--pandas-sample", str(user_share)]
-    run = run_capped(cmd, cap_mb, timeout)
+    run = run_capped(cmd, cap_mb, timeout, kind)
     return {**json.loads(out.read_text()), "process": run} if run["outcome"] == "ok" else {"process": run}
 
 
-def run_polars(inputs: Path, out: Path, v: dict, timeout: float, cap_mb: int) -> dict:
+def run_polars(inputs: Path, out: Path, v: dict, timeout: float, cap_mb: int, kind: str) -> dict:
     result = out / "polars.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--polars-worker", str(inputs), "--worker-out", str(result),
            "--vars", json.dumps(v), "--polars-out", str(out)]
-    run = run_capped(cmd, cap_mb, timeout)
+    run = run_capped(cmd, cap_mb, timeout, kind)
     return {**json.loads(result.read_text()), "process": run} if run["outcome"] == "ok" else {"process": run}
 
 
@@ -693,7 +712,7 @@ def bench_size(n_events: int, args, work: Path, skip: dict[str, int]) -> dict:
             continue
         if name == "pandas":
             share = args.pandas_sample
-            out = run_pandas(db, v, share, args.baseline_timeout, args.cap_mb)
+            out = run_pandas(db, v, share, args.baseline_timeout, args.cap_mb, args.cap_kind)
             scale = 1.0 / share
             if share < 1.0:
                 out["extrapolation"] = (f"pandas ran on a {share:.0%} user sample; its seconds are scaled x{scale:g} "
@@ -702,7 +721,8 @@ def bench_size(n_events: int, args, work: Path, skip: dict[str, int]) -> dict:
             scale = 1.0
             inputs = work / f"parquet_{n_events}"
             export_s = export_inputs(db, inputs, args.memory_limit)
-            out = run_polars(inputs, work / f"polars_{n_events}", v, args.baseline_timeout, args.cap_mb)
+            out = run_polars(inputs, work / f"polars_{n_events}", v, args.baseline_timeout, args.cap_mb,
+                             args.cap_kind)
             out["export_parquet_s"] = export_s
             shutil.rmtree(inputs, ignore_errors=True)
             shutil.rmtree(work / f"polars_{n_events}", ignore_errors=True)
@@ -788,7 +808,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baselines", default=None, help="comma-separated: pandas,polars (default both; none with "
                                                        "--target spark)")
     ap.add_argument("--memory-limit", default="4GB", help="DuckDB memory_limit (dbt and the bench's own connections)")
-    ap.add_argument("--cap-mb", type=int, default=8192, help="address-space cap (RLIMIT_AS) of each baseline worker")
+    ap.add_argument("--cap-mb", type=int, default=8192, help="memory cap of each baseline worker")
+    ap.add_argument("--cap-kind", choices=("as", "rss"), default="as",
+                    help="as: address space (RLIMIT_AS, the default); rss: resident set, polled and killed past the cap")
     ap.add_argument("--pandas-sample", type=float, default=1.0,
                     help="share of users the pandas baseline runs on; its seconds are scaled linearly (stated in the JSON)")
     ap.add_argument("--baseline-timeout", type=float, default=1800.0)
@@ -842,9 +864,11 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "duckdb": duckdb.__version__, "pandas": pd.__version__,
                     "polars": pl.__version__, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                     "niceness": os.nice(0)},
-        "caps": {"baseline_address_space_mb": args.cap_mb, "duckdb_memory_limit": args.memory_limit,
-                 "note": "pandas and polars run in worker subprocesses under RLIMIT_AS: 'exceeded_cap' means an "
-                         "allocation past that cap failed, not that the machine ran out of memory"},
+        "caps": {"baseline_cap_mb": args.cap_mb, "baseline_cap_kind": args.cap_kind,
+                 "duckdb_memory_limit": args.memory_limit,
+                 "note": "pandas and polars run in worker subprocesses under the cap (as: RLIMIT_AS, address space, "
+                         "reservations included; rss: resident set, polled): 'exceeded_cap' means the worker passed "
+                         "that cap, not that the machine ran out of memory"},
         "dbt_vars": config.dbt_vars(),
         "sizes": {},
     }
