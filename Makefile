@@ -51,9 +51,11 @@ manifest: install
 
 demo: install materialize summary
 
+# Every asset; the pair inference's partitions one run each (orchestration/materialize.py:
+# `dagster asset materialize --select '*'` refuses partitioned assets without --partition).
 materialize: manifest
 	mkdir -p $(DAGSTER_HOME)
-	$(VENV)/bin/dagster asset materialize -m orchestration --select '*'
+	$(PY) -m orchestration.materialize --select '*'
 
 summary: install
 	$(PY) -m models_ml.cli.summary

@@ -33,6 +33,8 @@ CLUSTERS = "ml.clusters"
 ITEM_CLUSTERS = "ml.item_clusters"
 FINETUNE_HISTORY = "ml.finetune_history"
 NOVEL_INTEREST_TRANSITIONS = "ml.novel_interest_transitions"
+# not a DuckDB table: the partitioned pair inference's staged Parquet files (staged_dir())
+PAIR_INFERENCE_PARTITIONS = "ml.pair_inference_partitions"
 RECOMMENDATIONS = "ml.recommendations"
 RANKER_EVALUATION = "ml.ranker_evaluation"
 # dbt marts (schema main)
@@ -121,6 +123,13 @@ def models_dir() -> Path:
     different data never serve each other's models (git-ignored)."""
     explicit = _env("IE_MODELS_DIR")
     return Path(explicit).resolve() if explicit else _MODELS_ROOT / warehouse_key()
+
+
+def staged_dir() -> Path:
+    """Files staged by parallel workers before one step swaps them into the warehouse
+    (the pair-inference partitions): warehouse folder/staged/<warehouse_key()>, beside the
+    single-writer DuckDB file, never inside it."""
+    return database_path().parent / "staged" / warehouse_key()
 
 
 def reports_dir() -> Path:
@@ -444,6 +453,13 @@ def llm_histories() -> str:
     if value not in LLM_HISTORIES:
         raise ValueError(f"IE_LLM_HISTORIES must be one of {LLM_HISTORIES}, got {value!r}")
     return value
+
+
+def llm_pair_partitions() -> int:
+    """IE_LLM_PARTITIONS: static partitions of the pair inference (default 4); partition p
+    takes the shards (first history clusters) s with s % n == p. Read when the Dagster
+    definitions load, so every worker of a deployment must see the same value."""
+    return env_int("IE_LLM_PARTITIONS", 4, minimum=1)
 
 
 def llm_model_version() -> str | None:

@@ -2,7 +2,7 @@
 granularity, on the current source. Every K in (1, 2, 3) at every cluster level is
 evaluated with the user split, and the default level and K with both split modes; each
 run re-materializes the dbt marts, the LLM and the evaluation groups with that
-configuration (Dagster subprocess runs on the same warehouse), and lookup_evaluation
+configuration (Dagster runs in a subprocess, orchestration.materialize, on the same warehouse), and lookup_evaluation
 keeps every run's rows. Comparison runs fine-tune with fewer LoRA steps
 (IE_EVAL_LLM_STEPS, default 60; the report lists each adapter's steps) without the
 zero-shot policy (the base model alone costs as much as the lookup), and, where a
@@ -20,7 +20,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from models_ml import config
 from models_ml import warehouse as wh
@@ -60,14 +59,14 @@ def run_env(run: dict, n_clusters: dict[int, int]) -> dict[str, str]:
 def main() -> int:
     with wh.connect(read_only=True) as con:
         n_clusters = dict(wh.query(con, f"select level, count(*) from {config.CLUSTERS} group by level").iter_rows())
-    dagster = str(Path(sys.executable).with_name("dagster"))
     log = []
     for run in configurations(n_clusters):
         env = run_env(run, n_clusters)
         label = f"level {run['level']} k {run['k']} split {run['split_mode']}"
         print(f"== {label}" + ("" if run["full"] else f" ({env['IE_LLM_STEPS']} LoRA steps)"), flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.run([dagster, "asset", "materialize", "-m", "orchestration", "--select", SELECTION],
+        # the helper, not the CLI: the llm group holds the partitioned pair inference
+        proc = subprocess.run([sys.executable, "-m", "orchestration.materialize", "--select", SELECTION],
                               cwd=config.REPO_ROOT, env=env)
         seconds = time.perf_counter() - t0
         log.append({**run, "histories": env.get("IE_LLM_HISTORIES", "all"), "seconds": round(seconds, 1),

@@ -6,11 +6,14 @@ time of that process, so a reused PID is not taken for it) of the process execut
 its steps in the run tag :data:`PID_TAG`; when the warehouse resource starts the
 next run, any other STARTED run of this host whose process is gone is reported
 failed. This works the same under ``dagster asset materialize`` (the CLI process runs
-the steps) and ``dagster dev`` (a run worker per run).
+the steps) and ``dagster dev`` (a run worker per run). Under the multiprocess executor
+a step's process ends before its run does, so the run is tagged with the process
+that started the step (the run's orchestrator), not the step's own.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import socket
 from collections.abc import Callable
@@ -45,7 +48,8 @@ def _alive(pid: int, ticks: str) -> bool:
 
 
 def worker_tag() -> str:
-    pid = os.getpid()
+    parent = multiprocessing.parent_process()  # set in a multiprocess executor's step process
+    pid = parent.pid if parent is not None and parent.pid is not None else os.getpid()
     return f"{socket.gethostname()}:{pid}:{_start_ticks(pid) or ''}"
 
 

@@ -53,3 +53,18 @@ def test_refresh_gates_are_blocking_checks():
     assert set(gates) == {AssetKey(["ml", "finetune_history"]), AssetKey(["ml", "ranker_evaluation"])}
     for key in gates.values():
         assert graph.get_check_spec(key).blocking, key
+
+
+def test_pair_inference_is_partitioned_and_the_union_reads_every_partition():
+    from orchestration.materialize import plan
+
+    graph = defs.resolve_asset_graph()
+    part, union = AssetKey(["ml", "pair_inference_partitions"]), AssetKey(["ml", "novel_interest_transitions"])
+    assert graph.get(part).partitions_def.get_partition_keys() == ["0", "1", "2", "3"]
+    assert graph.get(union).partitions_def is None and part in graph.get(union).parent_keys
+    # `make demo`: upstream first, one run per partition, then the union and what follows
+    steps = plan("*")
+    assert [p for _, p in steps] == [None, "0", "1", "2", "3", None]
+    assert AssetKey(["ml", "finetune_history"]) in steps[0][0] and union in steps[-1][0]
+    assert all(keys == [part] for keys, p in steps if p is not None)
+    assert plan("group:ingestion") == [(sorted(k for k, g in _groups().items() if g == "ingestion"), None)]

@@ -9,8 +9,11 @@ Work sharing: up to ``max_rows`` histories at a time go into one token tree
 clusters are run once and their KV cache shared, so at K = 2 a history adds only its
 last cluster and the prompt tail. Several shards are batched into one tree.
 
-Sharding and resume: shards are the histories with the same first cluster (K >= 2;
-the unit Dagster partitions or GPU workers would take), or fixed-size chunks (K = 1).
+Sharding and resume: shards are the histories with the same first cluster (K >= 2),
+or fixed-size chunks (K = 1); partition p of n (a Dagster partition, one GPU worker)
+takes the shards s with s % n == p (:func:`partition_shards`) and stages its rows in
+its own Parquet file (:func:`write_staged`), which :func:`read_staged` validates and
+unions.
 Each finished shard is written to a parquet file (temporary name, then renamed), in
 a work directory keyed by the model version, level, K, m and the cluster set; a
 rerun after a crash skips the shards already there. Only when every shard is done
@@ -24,7 +27,7 @@ import itertools
 import json
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import duckdb
@@ -125,13 +128,20 @@ def run_all_pairs(
     max_rows: int = MAX_ROWS,
     histories: Sequence[tuple[int, ...]] | None = None,
     evidence: Mapping[tuple[int, ...], Evidence] | None = None,
+    shards: Collection[int] | None = None,
 ) -> tuple[pl.DataFrame, dict]:
     """Every history's top-m (or those of ``histories``), shard by shard, resuming from
-    ``work_dir``. Returns the lookup rows and run statistics (shards computed vs resumed)."""
+    ``work_dir``; with ``shards``, only those shards of the plan (one partition's).
+    Returns the lookup rows and run statistics (shards computed vs resumed)."""
     from tqdm.auto import tqdm
 
     histories = all_histories(enc.descriptions, k) if histories is None else sorted(set(histories))
     plan = shard_plan(histories, k)
+    if shards is not None:
+        # the plan of every history, then a subset: shard ids (and the resume files) are
+        # the same as in one run over all of them
+        plan = {s: members for s, members in plan.items() if s in set(shards)}
+        histories = [h for members in plan.values() for h in members]
     work_dir.mkdir(parents=True, exist_ok=True)
     frames: list[pl.DataFrame] = []
     stats = {"histories": len(histories), "shards": len(plan), "shards_resumed": 0, "shards_computed": 0}
@@ -187,6 +197,72 @@ def read_completed(
             )
         frames.append(df)
     return pl.concat(frames).sort("history", "rank") if frames else pl.DataFrame(schema=LOOKUP_SCHEMA)
+
+
+class StagedPartitionError(RuntimeError):
+    """A partition's staged file is missing, unreadable or does not cover its histories."""
+
+
+def partition_shards(histories: Sequence[tuple[int, ...]], k: int, partition: int, n_partitions: int) -> list[int]:
+    """The shards (of the plan of every history) that partition ``partition`` of
+    ``n_partitions`` computes: shard % n_partitions == partition."""
+    if not 0 <= partition < n_partitions:
+        raise ValueError(f"partition {partition} is outside 0..{n_partitions - 1}")
+    return [s for s in shard_plan(sorted(set(histories)), k) if s % n_partitions == partition]
+
+
+def staged_path(folder: Path, partition: int) -> Path:
+    return folder / f"partition_{partition:04d}.parquet"
+
+
+def write_staged(rows: pl.DataFrame, folder: Path, partition: int) -> Path:
+    """One partition's rows as a Parquet file, atomically (temporary name, then rename):
+    a reader sees the previous file or the new one, never half of one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = staged_path(folder, partition)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    rows.select([pl.col(c).cast(t) for c, t in LOOKUP_SCHEMA.items()]).write_parquet(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_staged(
+    folder: Path, histories: Sequence[tuple[int, ...]], k: int, m: int, n_clusters: int, model_version: str,
+    n_partitions: int,
+) -> pl.DataFrame:
+    """The union of every partition's staged rows, checked: each file readable with the
+    lookup schema, written by ``model_version``, and every expected history present
+    exactly once with its ranks 1..min(m, n - k). Any failure names the file."""
+    per = min(m, n_clusters - k)
+    plan = shard_plan(sorted(set(histories)), k)
+    frames = []
+    for partition in range(n_partitions):
+        path = staged_path(folder, partition)
+        expected = {h for s, members in plan.items() if s % n_partitions == partition for h in members}
+        where = f"{path} (partition {partition} of {n_partitions})"
+        if not path.exists():
+            raise StagedPartitionError(f"{where} is missing: materialize that partition of the pair inference")
+        try:
+            df = pl.read_parquet(path)
+        except Exception as exc:  # noqa: BLE001 - truncated, not Parquet, disk trouble: all name the file
+            raise StagedPartitionError(f"{where} is corrupt ({type(exc).__name__}: {exc}): re-materialize it") from exc
+        if df.schema != pl.Schema(LOOKUP_SCHEMA):
+            raise StagedPartitionError(f"{where} has columns {dict(df.schema)}, not the lookup schema: re-materialize it")
+        versions = set(df["model_version"].unique().to_list())
+        if versions - {model_version}:
+            raise StagedPartitionError(
+                f"{where} was written by model {sorted(versions)}, not the current {model_version}: re-materialize it")
+        got = df.group_by("history").agg(pl.col("rank").sort().alias("ranks"))
+        found = {tuple(h) for h in got["history"].to_list()}
+        bad_ranks = [tuple(h) for h, ranks in got.iter_rows() if ranks != list(range(1, per + 1))]
+        if found != expected or bad_ranks:
+            missing, extra = sorted(expected - found), sorted(found - expected)
+            raise StagedPartitionError(
+                f"{where} does not cover its histories exactly once: {len(missing)} missing {missing[:3]}, "
+                f"{len(extra)} not its own {extra[:3]}, {len(bad_ranks)} without ranks 1..{per} exactly once "
+                f"{sorted(bad_ranks)[:3]}: re-materialize it")
+        frames.append(df)
+    return pl.concat(frames).sort("history", "rank")
 
 
 def _shard_path(work_dir: Path, shard: int) -> Path:

@@ -239,14 +239,45 @@ def lookup_depth(descriptions: dict[int, str], k: int) -> int:
 
 def run_pair_inference(
     adapter_dir: Path, descriptions: dict[int, str], level: int, k: int, m: int, progress: bool = True, on_shard=None,
-    histories: list[tuple[int, ...]] | None = None, evidence=None,
+    histories: list[tuple[int, ...]] | None = None, evidence=None, shards: list[int] | None = None,
 ) -> tuple[pl.DataFrame, dict]:
     lm, enc, meta = load_inference_model(adapter_dir, descriptions, level, k)
     work = pairs.work_dir_for(Path(adapter_dir) / "pairs", level, k, m, descriptions)
     rows, stats = pairs.run_all_pairs(lm, enc, level, k, m, meta["model_version"], work, progress, on_shard,
-                                      histories=histories, evidence=evidence)
+                                      histories=histories, evidence=evidence, shards=shards)
     stats["tokens_processed"] = lm.tokens_processed
     return rows, stats
+
+
+def staged_folder(level: int, k: int) -> Path:
+    """Where the pair-inference partitions of (level, k) stage their rows."""
+    return config.staged_dir() / config.NOVEL_INTEREST_TRANSITIONS / f"level{level}_k{k}"
+
+
+def run_pair_partition(
+    adapter_dir: Path, inputs: LlmInputs, m: int, partition: int, n_partitions: int, progress: bool = True,
+) -> tuple[Path, pl.DataFrame, dict]:
+    """Partition ``partition`` of ``n_partitions`` of the pair inference: its shards'
+    rows (resuming from the adapter's shard files as a single run does), staged as one
+    Parquet file. Returns (file, rows, statistics)."""
+    histories = lookup_histories(inputs)
+    shards = pairs.partition_shards(histories, inputs.k, partition, n_partitions)
+    if shards:
+        rows, stats = run_pair_inference(adapter_dir, inputs.descriptions, inputs.level, inputs.k, m, progress,
+                                         histories=histories, evidence=inputs.evidence, shards=shards)
+    else:  # more partitions than shards: an empty file says this one is done
+        rows, stats = pl.DataFrame(schema=pairs.LOOKUP_SCHEMA), {"histories": 0, "shards": 0, "shards_resumed": 0,
+                                                                 "shards_computed": 0}
+    path = pairs.write_staged(rows, staged_folder(inputs.level, inputs.k), partition)
+    return path, rows, {**stats, "shard_ids": shards}
+
+
+def read_staged_pairs(adapter_dir: Path, inputs: LlmInputs, m: int, n_partitions: int) -> pl.DataFrame:
+    """The union of the staged partitions of the current adapter, validated
+    (:func:`models_ml.llm.pairs.read_staged`)."""
+    version = ft.read_training(adapter_dir)["model_version"]
+    return pairs.read_staged(staged_folder(inputs.level, inputs.k), lookup_histories(inputs), inputs.k, m,
+                             len(inputs.descriptions), version, n_partitions)
 
 
 def read_pair_inference(

@@ -1,16 +1,21 @@
 """Novel-interest LLM (group `llm`): LoRA fine-tuning -> ml.finetune_history, all-pairs
-constrained inference -> ml.novel_interest_transitions, and the dbt mart
+constrained inference in static partitions (each stages Parquet files, so partitions
+run in parallel processes or on separate workers) -> one unpartitioned step that
+validates their union and swaps it into ml.novel_interest_transitions, and the dbt mart
 transition_lookup. Thin wiring over models_ml.llm.pipeline; no warehouse connection
 is held while a model trains or infers."""
 
 import time
 
 from dagster import (
+    AllPartitionMapping,
     AssetCheckResult,
+    AssetDep,
     AssetExecutionContext,
     Failure,
     MaterializeResult,
     MetadataValue,
+    StaticPartitionsDefinition,
     asset,
     asset_check,
 )
@@ -105,17 +110,58 @@ def finetune_refresh_gate() -> AssetCheckResult:
     return gate_check_result(pipeline.adapter_gate(adapter), model_version=adapter.name)
 
 
+# Partition p takes the shards (first history clusters) s with s % n == p.
+PAIR_PARTITIONS = StaticPartitionsDefinition([str(p) for p in range(config.llm_pair_partitions())])
+
+
+@asset(
+    key=asset_key(config.PAIR_INFERENCE_PARTITIONS),
+    group_name=GROUP,
+    kinds={"pytorch", "parquet"},
+    partitions_def=PAIR_PARTITIONS,
+    deps=[asset_key(config.FINETUNE_HISTORY), asset_key(config.SUCCESSOR_COUNTS)],
+    description=(
+        "One partition of the all-pairs inference: the fine-tuned model's constrained top-m novel clusters "
+        "(trie-constrained decoding, history excluded; resumable shard by shard) for the histories whose first "
+        "cluster s has s % IE_LLM_PARTITIONS == partition, staged atomically as one Parquet file under the "
+        "warehouse folder (staged/), not in the single-writer DuckDB file, so partitions run in parallel."
+    ),
+)
+def pair_inference_partitions(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+    level, k = config.llm_level(), config.history_len()
+    with warehouse.connect(read_only=True) as con:
+        inputs = pipeline.read_llm_inputs(con, level, k)
+    m = pipeline.lookup_depth(inputs.descriptions, k)
+    partition = int(context.partition_key)
+    t0 = time.perf_counter()
+    path, rows, stats = pipeline.run_pair_partition(pipeline.current_adapter_dir(), inputs, m, partition,
+                                                    len(PAIR_PARTITIONS.get_partition_keys()))
+    seconds = time.perf_counter() - t0
+    context.log.info(f"partition {partition}: shards {stats['shard_ids']}, {stats['histories']} histories, "
+                     f"{rows.height} rows in {seconds:.0f}s -> {path}")
+    return MaterializeResult(metadata={
+        "path": MetadataValue.path(str(path)),
+        "dagster/row_count": MetadataValue.int(rows.height),  # the staged file's rows
+        "histories": MetadataValue.int(stats["histories"]),
+        "shards": MetadataValue.json(stats["shard_ids"]),
+        "shards_computed": MetadataValue.int(stats["shards_computed"]),
+        "shards_resumed": MetadataValue.int(stats["shards_resumed"]),
+        "inference_seconds": MetadataValue.float(round(seconds, 1)),
+    })
+
+
 @asset(
     key=asset_key(config.NOVEL_INTEREST_TRANSITIONS),
     group_name=GROUP,
     kinds={"pytorch", "duckdb"},
-    deps=[asset_key(config.FINETUNE_HISTORY), asset_key(config.SUCCESSOR_COUNTS)],
+    deps=[AssetDep(asset_key(config.PAIR_INFERENCE_PARTITIONS), partition_mapping=AllPartitionMapping()),
+          asset_key(config.FINETUNE_HISTORY), asset_key(config.SUCCESSOR_COUNTS)],
     description=(
-        "The shipped lookup: for every ordered history of K distinct clusters at the LLM level, the "
-        "fine-tuned model's constrained scores of the novel clusters (trie-constrained decoding, history "
-        "excluded; resumable in shards) fused log-linearly with the smoothed counts, weights chosen on the "
-        "validation fold; its first lookup_depth clusters written atomically with a model_version naming "
-        "the adapter and the fusion."
+        "The shipped lookup: for every ordered history of K distinct clusters at the LLM level, the union of the "
+        "pair-inference partitions' staged rows, validated (every partition's file readable, of the current "
+        "adapter, every expected history exactly once; else the error names the file and the previous table "
+        "stays), fused log-linearly with the smoothed counts, weights chosen on the validation fold; its first "
+        "lookup_depth clusters written atomically with a model_version naming the adapter and the fusion."
     ),
 )
 def novel_interest_transitions(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
@@ -129,10 +175,11 @@ def novel_interest_transitions(context: AssetExecutionContext, warehouse: Wareho
     if not gate.passed:
         raise Failure(description=f"adapter {adapter.name} fails the refresh gate ({gate.summary()}); "
                                   f"{config.NOVEL_INTEREST_TRANSITIONS} is left as it was")
+    n_partitions = len(PAIR_PARTITIONS.get_partition_keys())
     t0 = time.perf_counter()
-    rows, stats = pipeline.run_pair_inference(adapter, inputs.descriptions, level, k, m,
-                                              histories=pipeline.lookup_histories(inputs), evidence=inputs.evidence)
+    rows = pipeline.read_staged_pairs(adapter, inputs, m, n_partitions)
     seconds = time.perf_counter() - t0
+    stats = {"histories": rows["history"].n_unique()}
     with warehouse.connect() as con:
         count_rows = counts.read_counts(con, level, k)
     t1 = time.perf_counter()
@@ -147,8 +194,8 @@ def novel_interest_transitions(context: AssetExecutionContext, warehouse: Wareho
     with warehouse.connect() as con:
         write_lookup(con, shipped, level, k)
         n_lookup = wh.row_count(con, config.NOVEL_INTEREST_TRANSITIONS)
-    context.log.info(f"lookup ({mechanism}): {stats['histories']} histories, {rows.height} rows in {seconds:.0f}s; "
-                     f"{metrics}")
+    context.log.info(f"lookup ({mechanism}): {stats['histories']} histories, {rows.height} rows from "
+                     f"{n_partitions} partitions (read and checked in {seconds:.1f}s); {metrics}")
     fusion_meta = {"mechanism": mechanism, "mechanism_seconds": MetadataValue.float(round(mechanism_seconds, 2))}
     fused = variants[mechanism].fusion
     if fused is not None:
@@ -170,10 +217,8 @@ def novel_interest_transitions(context: AssetExecutionContext, warehouse: Wareho
             "rows_written": MetadataValue.int(shipped.height),
             "histories": MetadataValue.int(stats["histories"]),
             "model_version": shipped["model_version"][0],
-            "inference_seconds": MetadataValue.float(round(seconds, 1)),
-            "histories_per_second": MetadataValue.float(round(stats["histories"] / max(seconds, 1e-9), 2)),
-            "shards_computed": MetadataValue.int(stats["shards_computed"]),
-            "shards_resumed": MetadataValue.int(stats["shards_resumed"]),
+            "partitions": MetadataValue.int(n_partitions),
+            "union_seconds": MetadataValue.float(round(seconds, 2)),
             **{key: MetadataValue.float(float(v)) for key, v in metrics.items() if key != "eval_transitions"},
             "eval_transitions": MetadataValue.int(metrics["eval_transitions"]),
         }
