@@ -58,6 +58,9 @@ def setup(tmp_path_factory, tiny_dir):  # noqa: F811
     mp.setenv("IE_BASE_MODEL", str(tiny_dir))
     mp.setenv("IE_MODELS_DIR", str(tmp / "models"))
     mp.setenv("IE_LLM_MECHANISM", "none")  # the model's own rows ship: the union is the table
+    # a random 2-layer model fails the real refresh gate (tests/test_refresh_gates.py covers it)
+    mp.setenv("IE_GATE_MATCH_RATE", "0")
+    mp.setenv("IE_GATE_RECALL_MARGIN", "-1")
     synthetic_warehouse(db)
     with wh.connect(db) as con:  # no validation fold here, so the counts are never read
         con.execute(f"create table {config.SUCCESSOR_COUNTS} (level int, k int, context varchar, history int[], "

@@ -22,6 +22,7 @@ from tests.test_llm_model import one_thread, smol_dir, synthetic_warehouse, tiny
 
 FT_KEY = AssetKey(["ml", "finetune_history"])
 NIT_KEY = AssetKey(["ml", "novel_interest_transitions"])
+PART_KEY = AssetKey(["ml", "pair_inference_partitions"])
 
 
 # ---- the rules ------------------------------------------------------------------------
@@ -72,13 +73,25 @@ def successor_counts(hist_pairs: list[tuple[int, int]]) -> pl.DataFrame:
     )
 
 
-def run_refresh(db, instance):
-    return materialize(
-        [llm_assets.llm_finetune, llm_assets.finetune_refresh_gate, llm_assets.novel_interest_transitions],
-        resources={"warehouse": WarehouseResource(database=str(db))},
-        instance=instance,
-        raise_on_error=False,
-    )
+def run_refresh(db, instance) -> list:
+    """The refresh as `make materialize` runs it: the fine-tune with its gate, one run per
+    pair-inference partition, then the union (the lookup); stops at the first failed run."""
+    resources = {"warehouse": WarehouseResource(database=str(db))}
+    runs = [dict(assets=[llm_assets.llm_finetune, llm_assets.finetune_refresh_gate])]
+    runs += [dict(assets=[llm_assets.pair_inference_partitions], partition_key=key)
+             for key in llm_assets.PAIR_PARTITIONS.get_partition_keys()]
+    runs += [dict(assets=[llm_assets.pair_inference_partitions, llm_assets.novel_interest_transitions],
+                  selection=[NIT_KEY])]
+    results = []
+    for run in runs:
+        results.append(materialize(resources=resources, instance=instance, raise_on_error=False, **run))
+        if not results[-1].success:
+            break
+    return results
+
+
+def materialized(results) -> list:
+    return [e for r in results for e in r.get_asset_materialization_events()]
 
 
 @needs_tokenizer
@@ -100,9 +113,9 @@ def test_broken_finetune_keeps_the_previous_lookup(tiny_dir, tmp_path, monkeypat
     monkeypatch.setenv("IE_GATE_MATCH_RATE", "0")
     monkeypatch.setenv("IE_GATE_RECALL_MARGIN", "-1")
     first = run_refresh(db, instance)
-    assert first.success
-    assert {e.asset_key for e in first.get_asset_materialization_events()} == {FT_KEY, NIT_KEY}
-    ft_meta = next(e.materialization.metadata for e in first.get_asset_materialization_events() if e.asset_key == FT_KEY)
+    assert all(r.success for r in first) and len(first) == 1 + len(llm_assets.PAIR_PARTITIONS.get_partition_keys()) + 1
+    assert {e.asset_key for e in materialized(first)} == {FT_KEY, PART_KEY, NIT_KEY}
+    ft_meta = next(e.materialization.metadata for e in materialized(first) if e.asset_key == FT_KEY)
     curve = Path(ft_meta["training_curve_path"].value)
     assert curve == Path(ft_meta["adapter_dir"].value) / "training_curve.png"
     assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -117,7 +130,7 @@ def test_broken_finetune_keeps_the_previous_lookup(tiny_dir, tmp_path, monkeypat
     monkeypatch.delenv("IE_GATE_MATCH_RATE")
     monkeypatch.delenv("IE_GATE_RECALL_MARGIN")
     monkeypatch.setenv("IE_LLM_LR", "1e4")
-    second = run_refresh(db, instance)
+    (second,) = run_refresh(db, instance)  # the first run fails: no partition, no union runs
     assert not second.success
     (gate,) = [e for e in second.get_asset_check_evaluations() if e.check_name == "refresh_gate"]
     assert not gate.passed
