@@ -710,7 +710,6 @@ def bench_size(n_events: int, args, work: Path, skip: dict[str, int]) -> dict:
         "loadavg_1_5_15": {"before": load_before},
         "dbt": dbt_res,
         "duckdb_memory_limit": args.memory_limit,
-        "duckdb_spilled_mb": _spilled_mb(db),
         "dbt_peak_mb": dbt_peak,
         "ratios": {"note": "baseline derivations (load from DuckDB / Parquet export and pandas' writes excluded "
                            "unless named) over the dbt models' execution_time (which includes materializing the "
