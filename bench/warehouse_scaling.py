@@ -141,14 +141,17 @@ def _duckdb_settings(con, memory_limit: str, temp_dir: Path) -> None:
 
 # ---- dbt -------------------------------------------------------------------------------
 def bench_profiles(work: Path, memory_limit: str) -> Path:
-    """A profiles dir whose DuckDB target is the project's plus memory_limit and
-    temp_directory (dbt-duckdb `settings`), so large sizes spill instead of swapping;
-    the spark target is the project's own."""
+    """A profiles dir whose DuckDB target is the project's plus memory_limit (dbt-duckdb
+    `settings`), so large sizes spill to disk instead of swapping; the spark target is
+    the project's own."""
     import yaml
 
     profiles = yaml.safe_load((config.DBT_PROJECT_DIR / "profiles.yml").read_text())
     outputs = profiles["interest_explorer"]["outputs"]
-    outputs["dev"]["settings"] = {"memory_limit": memory_limit, "temp_directory": str(work / "duckdb_tmp")}
+    # temp_directory stays DuckDB's default (<database file>.tmp, beside the file): dbt-duckdb
+    # SETs its settings on every new cursor, and DuckDB refuses to switch the temp
+    # directory once it has spilled, even to the same path
+    outputs["dev"]["settings"] = {"memory_limit": memory_limit}
     folder = work / "profiles"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "profiles.yml").write_text(yaml.safe_dump(profiles, sort_keys=False))
@@ -683,10 +686,18 @@ def bench_size(n_events: int, args, work: Path, skip: dict[str, int]) -> dict:
     """One size. ``skip``: baseline -> the smallest size at which it exceeded its cap
     (larger sizes are not attempted)."""
     db = work / f"scaling_{n_events}.duckdb"
-    if db.exists():
-        db.unlink()
     load_before = [round(x, 2) for x in os.getloadavg()]
-    data = _generate_in_subprocess(db, n_events, args)
+    if args.reuse_db and db.exists():  # a kept file of the same size (--keep, or a failed run)
+        with warehouse.connect(db, read_only=True) as con:
+            n, pos = con.execute(f"select count(*), count(*) filter (where engagement >= ?) "
+                                 f"from {config.RAW_INTERACTIONS}", [config.dbt_vars()["positive_threshold"]]).fetchone()
+        if n != n_events:
+            raise ValueError(f"{db} holds {n} events, not {n_events}")
+        data = {"reused": str(db), "events": n, "positive_events": pos}
+    else:
+        if db.exists():
+            db.unlink()
+        data = _generate_in_subprocess(db, n_events, args)
     v = config.dbt_vars()
     profiles = bench_profiles(work, args.memory_limit)
     dbt_res = run_dbt(db, work, profiles, args.build_only)
@@ -820,6 +831,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="also write the JSON here, after every size (partial runs are kept)")
     ap.add_argument("--workdir", default=None, help="where the temporary DuckDB files go (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the generated DuckDB files")
+    ap.add_argument("--reuse-db", action="store_true",
+                    help="use scaling_<n>.duckdb already in --workdir (same generator) instead of generating it")
     ap.add_argument("--pandas-worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--polars-worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--polars-out", default=None, help=argparse.SUPPRESS)

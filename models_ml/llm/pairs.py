@@ -140,7 +140,8 @@ def run_all_pairs(
     if shards is not None:
         # the plan of every history, then a subset: shard ids (and the resume files) are
         # the same as in one run over all of them
-        plan = {s: members for s, members in plan.items() if s in set(shards)}
+        wanted = set(shards)
+        plan = {s: members for s, members in plan.items() if s in wanted}
         histories = [h for members in plan.values() for h in members]
     work_dir.mkdir(parents=True, exist_ok=True)
     frames: list[pl.DataFrame] = []
