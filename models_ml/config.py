@@ -442,13 +442,14 @@ def llm_mechanism() -> str:
     return value
 
 
-LLM_HISTORIES = ("all", "observed")
+LLM_HISTORIES = ("all", "observed", "evaluated")
 
 
 def llm_histories() -> str:
     """IE_LLM_HISTORIES: 'all' (default; every ordered history of K distinct clusters, what
-    serving needs) or 'observed' (the histories in novel_transition_examples: for
-    evaluation runs where the permutations are too many)."""
+    serving needs), 'observed' (the histories in novel_transition_examples) or
+    'evaluated' (those of its eval split and validation fold, all that lookup_evaluation
+    and the fusion read): for evaluation runs where the permutations are too many."""
     value = _env("IE_LLM_HISTORIES", "all")
     if value not in LLM_HISTORIES:
         raise ValueError(f"IE_LLM_HISTORIES must be one of {LLM_HISTORIES}, got {value!r}")

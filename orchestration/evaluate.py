@@ -2,13 +2,18 @@
 granularity, on the current source. Every K in (1, 2, 3) at every cluster level is
 evaluated with the user split, and the default level and K with both split modes; each
 run re-materializes the dbt marts, the LLM and the evaluation groups with that
-configuration (Dagster runs in a subprocess, orchestration.materialize, on the same warehouse), and lookup_evaluation
-keeps every run's rows. Comparison runs fine-tune with fewer LoRA steps
-(IE_EVAL_LLM_STEPS, default 60; the report lists each adapter's steps) without the
-zero-shot policy (the base model alone costs as much as the lookup), and, where a
-level and K give more than IE_EVAL_MAX_HISTORIES ordered histories (default 5000), the
-LLM lookups cover the histories that occur in the data rather than all of them. The
-default configuration runs last, so the warehouse is left as `make demo` builds it and
+configuration (Dagster runs in a subprocess, orchestration.materialize, on the same
+warehouse), and lookup_evaluation keeps every run's rows.
+
+Every run but the default configuration is a comparison run, sized so that the whole
+evaluation of ml-latest-small fits an hour of the 2-core CPU: it fine-tunes with fewer
+LoRA steps (IE_EVAL_LLM_STEPS, default 30, evaluated at step 0 and at the end only; the
+report lists each adapter's steps), without the zero-shot policy (the base model alone
+costs as much as the lookup), and where a level and K give more than
+IE_EVAL_MAX_HISTORIES ordered histories (default 5000) its LLM lookups cover only the
+histories the evaluation reads (eval split and validation fold). The default
+configuration runs last with the settings `make materialize` uses, so the warehouse is
+left as that builds it (an adapter already fine-tuned on the same inputs is reused) and
 the report (reports/<warehouse>/) is written from every run.
 """
 
@@ -23,13 +28,15 @@ import time
 
 from models_ml import config
 from models_ml import warehouse as wh
+from models_ml.cli import report
 
 SELECTION = "group:warehouse or group:llm or group:evaluation"
 HISTORY_LENGTHS = (1, 2, 3)
 
 
 def configurations(n_clusters: dict[int, int]) -> list[dict]:
-    """(level, k, split_mode, full steps?) of every run, the default one last."""
+    """(level, k, split_mode, full: the default configuration?) of every run, the default
+    one last."""
     level, k = config.llm_level(), config.history_len()
     runs = []
     for lv in config.LEVELS:
@@ -37,7 +44,7 @@ def configurations(n_clusters: dict[int, int]) -> list[dict]:
             if (lv, kk) != (level, k) and n_clusters.get(lv, 0) > kk:
                 runs.append({"level": lv, "k": kk, "split_mode": "user", "full": False})
     other = [m for m in config.SPLIT_MODES if m != config.split_mode()]
-    runs += [{"level": level, "k": k, "split_mode": m, "full": True} for m in other]
+    runs += [{"level": level, "k": k, "split_mode": m, "full": False} for m in other]
     runs.append({"level": level, "k": k, "split_mode": config.split_mode(), "full": True})
     return runs
 
@@ -47,18 +54,23 @@ def run_env(run: dict, n_clusters: dict[int, int]) -> dict[str, str]:
     # evaluation measures every configuration, the losing ones too: the refresh gates off
     for name, off in (("IE_GATE_MATCH_RATE", "0"), ("IE_GATE_RECALL_MARGIN", "-1"), ("IE_GATE_NDCG_MARGIN", "-1")):
         env.setdefault(name, off)
-    if not run["full"]:
-        env["IE_LLM_STEPS"] = str(config.env_int("IE_EVAL_LLM_STEPS", 60, minimum=1))
-        env["IE_ZERO_SHOT"] = "0"
+    if run["full"]:
+        return env
+    steps = str(config.env_int("IE_EVAL_LLM_STEPS", 30, minimum=1))
+    env.update(IE_LLM_STEPS=steps, IE_LLM_EVAL_EVERY=steps, IE_ZERO_SHOT="0")
     histories = math.perm(n_clusters[run["level"]], run["k"])
     if histories > config.env_int("IE_EVAL_MAX_HISTORIES", 5000, minimum=1):
-        env["IE_LLM_HISTORIES"] = "observed"
+        env["IE_LLM_HISTORIES"] = "evaluated"
     return env
 
 
 def main() -> int:
     with wh.connect(read_only=True) as con:
         n_clusters = dict(wh.query(con, f"select level, count(*) from {config.CLUSTERS} group by level").iter_rows())
+    out = config.reports_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / report.RUNS_FILE
+    log_path.unlink(missing_ok=True)  # a previous evaluation's log is not this one's
     log = []
     for run in configurations(n_clusters):
         env = run_env(run, n_clusters)
@@ -69,14 +81,15 @@ def main() -> int:
         proc = subprocess.run([sys.executable, "-m", "orchestration.materialize", "--select", SELECTION],
                               cwd=config.REPO_ROOT, env=env)
         seconds = time.perf_counter() - t0
-        log.append({**run, "histories": env.get("IE_LLM_HISTORIES", "all"), "seconds": round(seconds, 1),
-                    "returncode": proc.returncode})
+        log.append({**run, "lora_steps": int(env.get("IE_LLM_STEPS", config.llm_finetune_steps())),
+                    "histories": env.get("IE_LLM_HISTORIES", config.llm_histories()),
+                    "seconds": round(seconds, 1), "returncode": proc.returncode})
+        log_path.write_text(json.dumps(log, indent=2))  # after every run: a stopped evaluation keeps its log
         print(f"   {label}: rc {proc.returncode} in {seconds:.0f} s", flush=True)
         if proc.returncode != 0:
             break
-    out = config.reports_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "evaluate_runs.json").write_text(json.dumps(log, indent=2))
+    # the report once more, now with every run's log (the last run wrote it before its own entry)
+    subprocess.run([sys.executable, "-m", "models_ml.cli.report"], cwd=config.REPO_ROOT, check=False)
     print(json.dumps(log))
     return 0 if all(r["returncode"] == 0 for r in log) else 1
 

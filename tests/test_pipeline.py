@@ -196,6 +196,23 @@ def test_every_policy_is_evaluated_and_reported(demo_db):
     assert (demo_db.parent / "reports" / "recall_curves_user.png").stat().st_size > 0
 
 
+def test_report_lists_the_runs_of_make_evaluate(demo_db, tmp_path):
+    import json
+
+    from models_ml.cli import report
+
+    runs = [{"level": 1, "k": 1, "split_mode": "user", "full": False, "lora_steps": 30, "histories": "all",
+             "seconds": 90.0, "returncode": 0},
+            {"level": 2, "k": 2, "split_mode": "user", "full": True, "lora_steps": 150, "histories": "all",
+             "seconds": 270.0, "returncode": 0}]
+    (tmp_path / report.RUNS_FILE).write_text(json.dumps(runs))
+    with duckdb.connect(str(demo_db), read_only=True) as con:
+        text = report.build_report(con, tmp_path).path.read_text()
+    assert "2 runs, 6.0 min in all" in text  # (90 + 270) s
+    assert "| 1 | 1 | user | comparison | 30 | all | 1.5 | 0 |" in text
+    assert "| 2 | 2 | user | default | 150 | all | 4.5 | 0 |" in text
+
+
 def test_validator_passes_on_the_demo_warehouse(demo_db):
     proc = subprocess.run(
         [sys.executable, "-m", "expectations", "validate", "--db", str(demo_db)],

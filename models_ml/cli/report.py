@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from models_ml import warehouse as wh
 
 POLICY_ORDER = ("llm", "zero_shot", "markov", "markov_smoothed", "popularity")
 REPORT_FILE = "report.md"
+RUNS_FILE = "evaluate_runs.json"  # `make evaluate`'s log of its runs, beside the report
 
 
 @dataclass
@@ -216,6 +218,18 @@ def build_report(con, out_dir: Path | None = None) -> Report:
         lines += ["Adapters in this warehouse and their LoRA steps (comparison runs of `make evaluate` use "
                   "fewer steps than the default):", "",
                   _table([[v, str(s)] for v, s in steps.iter_rows()], ["model_version", "steps"]), ""]
+    runs_path = out_dir / RUNS_FILE
+    if runs_path.exists():
+        runs = json.loads(runs_path.read_text())
+        rows = [[str(r["level"]), str(r["k"]), r["split_mode"], "default" if r["full"] else "comparison",
+                 str(r.get("lora_steps", "-")), str(r.get("histories", "-")), f"{r['seconds'] / 60:.1f}",
+                 str(r["returncode"])] for r in runs]
+        total = sum(r["seconds"] for r in runs) / 60
+        lines += ["## Runs of `make evaluate`", "",
+                  f"{len(runs)} runs, {total:.1f} min in all. Comparison runs fine-tune with fewer LoRA steps and "
+                  "without the zero-shot policy; `evaluated` lookups cover only the eval split's and the validation "
+                  "fold's histories, so their balance rows describe those histories.", "",
+                  _table(rows, ["level", "K", "split", "run", "LoRA steps", "lookup histories", "minutes", "rc"]), ""]
     report.path.write_text("\n".join(lines))
     return report
 

@@ -222,13 +222,15 @@ def load_inference_model(adapter_dir: Path, descriptions: dict[int, str], level:
 
 
 def lookup_histories(inputs: LlmInputs) -> list[tuple[int, ...]]:
-    """The histories the lookups cover: all (IE_LLM_HISTORIES=all, what serving needs)
-    or those of the level's novel transitions in any split ('observed')."""
-    if config.llm_histories() == "all":
+    """The histories the lookups cover: all (IE_LLM_HISTORIES=all, what serving needs),
+    those of the level's novel transitions in any split ('observed') or in the eval split
+    and the validation fold ('evaluated')."""
+    mode = config.llm_histories()
+    if mode == "all":
         return pairs.all_histories(inputs.descriptions, inputs.k)
-    seen = {tuple(int(c) for c in h) for f in (inputs.train_transitions, inputs.eval_transitions)
-            for h in f["history"].to_list()}
-    return sorted(seen)
+    frames = {"observed": (inputs.train_transitions, inputs.eval_transitions),
+              "evaluated": (inputs.validation_transitions, inputs.eval_transitions)}[mode]
+    return sorted({tuple(int(c) for c in h) for f in frames for h in f["history"].to_list()})
 
 
 def lookup_depth(descriptions: dict[int, str], k: int) -> int:
