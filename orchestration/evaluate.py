@@ -7,7 +7,7 @@ warehouse), and lookup_evaluation keeps every run's rows.
 
 Every run but the default configuration is a comparison run, sized so that the whole
 evaluation of ml-latest-small fits an hour of the 2-core CPU: it fine-tunes with fewer
-LoRA steps (IE_EVAL_LLM_STEPS, default 30, evaluated at step 0 and at the end only; the
+LoRA steps (IE_EVAL_LLM_STEPS, default 15, evaluated at step 0 and at the end only; the
 report lists each adapter's steps), without the zero-shot policy (the base model alone
 costs as much as the lookup), and where a level and K give more than
 IE_EVAL_MAX_HISTORIES ordered histories (default 5000) its LLM lookups cover only the
@@ -56,7 +56,7 @@ def run_env(run: dict, n_clusters: dict[int, int]) -> dict[str, str]:
         env.setdefault(name, off)
     if run["full"]:
         return env
-    steps = str(config.env_int("IE_EVAL_LLM_STEPS", 30, minimum=1))
+    steps = str(config.env_int("IE_EVAL_LLM_STEPS", 15, minimum=1))
     env.update(IE_LLM_STEPS=steps, IE_LLM_EVAL_EVERY=steps, IE_ZERO_SHOT="0")
     histories = math.perm(n_clusters[run["level"]], run["k"])
     if histories > config.env_int("IE_EVAL_MAX_HISTORIES", 5000, minimum=1):
