@@ -80,7 +80,7 @@ class Params:
     max_per_history: int
     top_m: int | None  # LLM lookup ranks per history (at most); None: no bound
     slate_size: int  # recommendations per slate (at most)
-    llm_histories: str = "all"  # lookups cover 'all' ordered histories or the 'observed' ones
+    llm_histories: str = "all"  # lookups cover 'all' ordered histories, the 'observed' or the 'evaluated' ones
     levels: tuple[int, ...] = config.LEVELS
 
     @classmethod
@@ -434,12 +434,16 @@ def _lookup_suite(table: str, p: Params, keys: tuple[str, ...]) -> Suite:
     novel clusters with scores; every ordered history of the LLM level and K covered."""
     c, nte = config.CLUSTERS, config.NOVEL_TRANSITION_EXAMPLES
     key_list = ", ".join(keys)
-    if p.llm_histories == "observed":
+    if p.llm_histories in ("observed", "evaluated"):
+        # the same sets as models_ml.llm.pipeline.lookup_histories
+        rows = "" if p.llm_histories == "observed" else " and (split = 'eval' or fold = 'validation')"
         expected = f"""histories as (
                     select distinct cast(history as bigint[]) as history, {p.history_len} as depth from {nte}
-                    where level = {p.llm_level} and k = {p.history_len}
+                    where level = {p.llm_level} and k = {p.history_len}{rows}
                 )"""
-        expected_what, expected_needs = f"every history of {nte} at level {p.llm_level}, k={p.history_len}", (c, nte)
+        which = "" if p.llm_histories == "observed" else " (eval split and validation fold)"
+        expected_what = f"every history of {nte}{which} at level {p.llm_level}, k={p.history_len}"
+        expected_needs = (c, nte)
     else:
         expected = f"""level_clusters as (
                     select cast(cluster_id as bigint) as cluster_id from {c} where level = {p.llm_level}

@@ -295,6 +295,26 @@ def test_missing_history_is_listed(db_copy):
     assert sorted(tuple(s["history"]) for s in r.sample_rows) == [(0, 3), (3, 2)]
 
 
+@pytest.mark.parametrize("mode, missing", [
+    ("observed", [(0, 3), (3, 2)]),  # every split and fold
+    ("evaluated", [(0, 3)]),  # eval split and validation fold: [3, 2] is a fit-fold history only
+])
+def test_coverage_of_observed_and_evaluated_histories(db_copy, mode, missing):
+    import dataclasses
+
+    nte = config.NOVEL_TRANSITION_EXAMPLES
+    with wh.connect(db_copy) as con:
+        con.execute(f"""create or replace table {nte} as
+            select * from (values (2, 2, [0, 1], 'eval', null), (2, 2, [0, 3], 'train', 'validation'),
+                                  (2, 2, [3, 2], 'train', 'fit'), (2, 2, [1, 3], 'eval', null),
+                                  (1, 2, [0, 1], 'eval', null))
+            as t(level, k, history, split, fold)""")
+        con.execute(f"delete from {NIT} where history = [3, 2] or history = [0, 3]")
+        result = validate_table(con, NIT, dataclasses.replace(PARAMS, llm_histories=mode))
+    r = result.result("every_history_covered")
+    assert sorted(tuple(s["history"]) for s in r.sample_rows) == missing
+
+
 def test_coverage_counts_n_factorial_histories_at_k3(db_copy):
     """K = 3 over 4 fine clusters: 4!/(4-3)! = 24 ordered histories; the K = 2 table covers none."""
     import dataclasses
