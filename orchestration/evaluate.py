@@ -89,7 +89,8 @@ def main() -> int:
         if proc.returncode != 0:
             break
     # the report once more, now with every run's log (the last run wrote it before its own entry)
-    subprocess.run([sys.executable, "-m", "models_ml.cli.report"], cwd=config.REPO_ROOT, check=False)
+    with wh.connect(read_only=True) as con:
+        print(f"report: {report.build_report(con).path}")
     print(json.dumps(log))
     return 0 if all(r["returncode"] == 0 for r in log) else 1
 
