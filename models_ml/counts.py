@@ -107,6 +107,24 @@ def smoothed_probs(counts: SuccessorCounts, histories: Sequence[Sequence[int]], 
     return out
 
 
+def first_cluster_probs(counts: SuccessorCounts, histories: Sequence[Sequence[int]], beta: float) -> np.ndarray:
+    """(H, C) successors of each history's first cluster a, p1(c | a) of the back-off
+    chain above (what the counts know of the history beyond its last cluster), the
+    history's clusters excluded and the rest renormalised."""
+    size = len(counts.cluster_ids)
+    where = counts.index
+    p0 = popularity_prior(counts)
+    zeros = np.zeros(size)
+    out = np.empty((len(histories), size))
+    for i, h in enumerate(histories):
+        h = tuple(int(c) for c in h)
+        first = counts.by_last.get(h[0], zeros)
+        p1 = (first + beta * p0) / (first.sum() + beta)
+        p1[[where[c] for c in h]] = 0.0
+        out[i] = p1 / p1.sum()
+    return out
+
+
 def top_successors(
     c: SuccessorCounts, history: tuple[int, ...], n: int, minus: dict[int, int] | None = None
 ) -> tuple[tuple[int, int], ...]:

@@ -156,7 +156,7 @@ TABLES: dict[str, Table] = {
             config.POLICY_LOOKUPS,
             "The lookups judged beside the shipped one, in its shape, one block per policy.",
             (
-                _c("policy", pl.String, "zero_shot, markov_smoothed, llm_only, llm_fusion or llm_alignment."),
+                _c("policy", pl.String, "zero_shot, markov_smoothed, llm_only, llm_fusion, llm_alignment or counts_alignment (the alignment scorer without the LLM)."),
                 *_LOOKUP_COLUMNS,
                 _c("model_version", pl.String, "The model or count fit the policy's rows came from."),
             ),

@@ -112,6 +112,47 @@ def test_alignment_learns_the_feature_users_stay_with_and_reranks_only_the_top()
     assert out[4] < out[1] and out.sum() == pytest.approx(1.0)
 
 
+def test_first_cluster_probs_back_off_from_the_first_clusters_successors():
+    # successors of 1 (as a last cluster): 3 three times, 4 once; overall 1:2, 2:2, 3:3, 4:1
+    ids = np.array([1, 2, 3, 4])
+    frame = pl.DataFrame(
+        [("last_cluster", [1], 3, 3, 3), ("last_cluster", [1], 4, 1, 1), ("all", [], 1, 2, 2), ("all", [], 2, 2, 2),
+         ("all", [], 3, 3, 3), ("all", [], 4, 1, 1)],
+        schema={"context": pl.String, "history": pl.List(pl.Int32), "next_cluster_id": pl.Int32,
+                "n_train": pl.Int64, "n_fit": pl.Int64}, orient="row")
+    c = counts.counts_from_frame(frame, ids)
+    # p0 = (n + 1) / (8 + 4) = [3, 3, 4, 2] / 12; beta 4: p1 = ([0, 0, 3, 1] + [1, 1, 4/3, 2/3]) / 8;
+    # history (1, 2) drops clusters 1 and 2: [13/3, 5/3] / 6
+    got = counts.first_cluster_probs(c, [(1, 2)], beta=4.0)[0]
+    np.testing.assert_allclose(got, [0, 0, 13 / 18, 5 / 18])
+    # the first cluster, not the last: (2, 1) knows nothing of 2's successors, so popularity
+    np.testing.assert_allclose(counts.first_cluster_probs(c, [(2, 1)], beta=4.0)[0], [0, 0, 4 / 6, 2 / 6])
+
+
+def test_alignment_features_give_the_llm_one_column_per_segment():
+    from models_ml.llm import alignment
+
+    p_llm = np.array([[0.5, 0.5], [0.25, 0.75]])
+    p_cnt = np.array([[0.2, 0.8], [0.6, 0.4]])
+    p_first = np.array([[0.1, 0.9], [0.3, 0.7]])
+    p0 = np.array([0.4, 0.6])
+    sim = np.zeros((2, 2))
+    x = alignment.features(p_llm, p_cnt, p_first, p0, np.array([0, 7]), np.array([0, 2]), sim)
+    col = {name: i for i, name in enumerate(alignment.FEATURES)}
+    assert x.shape == (2, 2, len(alignment.FEATURES))
+    # history 0 is unseen (segment 0), history 1 seen 7 times (segment 2)
+    np.testing.assert_allclose(x[0, :, col["log_p_llm_seen_0"]], np.log([0.5, 0.5]))
+    np.testing.assert_allclose(x[0, :, col["log_p_llm_seen_5_plus"]], 0.0)
+    np.testing.assert_allclose(x[1, :, col["log_p_llm_seen_5_plus"]], np.log([0.25, 0.75]))
+    np.testing.assert_allclose(x[1, :, col["log_p_llm_seen_0"]], 0.0)
+    np.testing.assert_allclose(x[1, :, col["seen_x_log_p_counts"]], np.log(8) * np.log([0.6, 0.4]))
+    np.testing.assert_allclose(x[0, :, col["log_p_first"]], np.log([0.1, 0.9]))
+    # the ablation: the count features alone, in the same order
+    xc = alignment.features(None, p_cnt, p_first, p0, np.array([0, 7]), np.array([0, 2]), sim)
+    assert xc.shape[-1] == len(alignment.COUNT_FEATURES)
+    np.testing.assert_allclose(xc, x[..., len(alignment.LLM_FEATURES):])
+
+
 # ---- collaborative evidence in the prompt --------------------------------------------
 
 def test_prompt_evidence_is_one_segment_before_the_tail():
@@ -191,15 +232,19 @@ def test_lookup_variants_build_every_mechanism_from_the_models_rows():
                 "n_train": pl.Int64, "n_fit": pl.Int64}, orient="row")
     inputs = ft.LlmInputs(2, 2, desc, trans.head(0), trans, trans, trans)
     variants = pipeline.lookup_variants(inputs, llm_rows, count_rows, m=2)
-    assert set(variants) == {"none", "fusion", "alignment"}
+    assert set(variants) == {"none", "fusion", "alignment", "counts_alignment"}
     assert variants["none"].rows.equals(llm_rows)
-    for name in ("fusion", "alignment"):
+    for name in ("fusion", "alignment", "counts_alignment"):
         rows = variants[name].rows
         assert rows.height == len(hist) * 2 and rows.schema == pl.Schema(pairs.LOOKUP_SCHEMA)
         assert not any(c in h for h, c in rows.select("history", "next_cluster_id").iter_rows())
-        assert rows["model_version"][0].startswith("llm-test+")
+        assert rows["model_version"][0].startswith("counts_alignment:" if name == "counts_alignment" else "llm-test+")
     assert "+fused-" in variants["fusion"].rows["model_version"][0]
     assert "+aligned-" in variants["alignment"].rows["model_version"][0]
+    # the ablation reads no LLM: its scorer has the count features only
+    assert variants["counts_alignment"].name == "counts_alignment"
+    assert len(variants["counts_alignment"].alignment.weights) == len(pipeline.alignment.COUNT_FEATURES)
+    assert len(variants["alignment"].alignment.weights) == len(pipeline.alignment.FEATURES)
     # the validation transitions go where the counts say: the fused top-1 of [1, 2] is 3
     top = variants["fusion"].rows.filter((pl.col("rank") == 1) & (pl.col("history") == [1, 2]))
     assert top["next_cluster_id"].to_list() == [3]

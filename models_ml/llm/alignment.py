@@ -6,12 +6,18 @@ model's first n clusters.
 Engagement of a novel transition h -> c is what the user did next in c: the positive
 events of the run that starts it (novel_transition_examples.next_events). The scorer is
 a conditional logit over each history's candidates with features of (h, c): the LLM's
-and the counts' log-probabilities, popularity, how often h was seen (alone and times
-each log-probability, so the weight of the counts can grow with their evidence) and the
-cosine similarity of c's description to h's. It is fitted on the validation fold of the
-train users (the LLM and the counts n_fit it reads have not seen them), each transition
+log-probability with one weight per history segment (seen 0, 1-4, 5+ times in train, as
+lookup_evaluation cuts them: the LLM may matter where the counts are few), the smoothed
+counts' log-probability (alone and times how often h was seen, so their weight can grow
+with their evidence), the successors of h's first cluster (the counts back off to the
+last one only, so this is what they know of the rest of h), popularity and the cosine
+similarity of c's description to h's. It is fitted on the validation fold of the train
+users (the LLM and the counts n_fit it reads have not seen them), each transition
 weighted by log(1 + engagement), so pairs users stayed with count more; the final
 lookup re-ranks every history's first n clusters by it. Eval never takes part.
+
+:data:`COUNT_FEATURES` is the same scorer without the LLM (the `counts_alignment`
+ablation, re-ranking the smoothed counts' first n): what the LLM adds is the difference.
 """
 
 from __future__ import annotations
@@ -25,7 +31,10 @@ import torch
 
 from models_ml.llm.fusion import FLOOR
 
-FEATURES = ("log_p_llm", "log_p_counts", "log_p0", "seen_x_log_p_llm", "seen_x_log_p_counts", "similarity")
+SEGMENTS = ("seen_0", "seen_1_4", "seen_5_plus")  # lookup_evaluation's segments (var history_seen_bounds)
+LLM_FEATURES = tuple(f"log_p_llm_{s}" for s in SEGMENTS)
+COUNT_FEATURES = ("log_p_counts", "seen_x_log_p_counts", "log_p_first", "log_p0", "similarity")
+FEATURES = LLM_FEATURES + COUNT_FEATURES
 L2 = 1e-2
 STEPS = 300
 
@@ -42,13 +51,19 @@ class Alignment:
         return hashlib.sha256(repr(key).encode()).hexdigest()[:8]
 
 
-def features(p_llm: np.ndarray, p_counts: np.ndarray, p0: np.ndarray, seen: np.ndarray,
-             similarity: np.ndarray) -> np.ndarray:
-    """(H, C, F) features of every (history, cluster) pair."""
-    a = np.log(np.maximum(p_llm, FLOOR))
+def features(p_llm: np.ndarray | None, p_counts: np.ndarray, p_first: np.ndarray, p0: np.ndarray,
+             seen: np.ndarray, segment: np.ndarray, similarity: np.ndarray) -> np.ndarray:
+    """(H, C, F) features of every (history, cluster) pair, in :data:`FEATURES` order
+    (:data:`COUNT_FEATURES` only when ``p_llm`` is None). ``segment``: each history's
+    index into :data:`SEGMENTS`."""
     b = np.log(np.maximum(p_counts, FLOOR))
     s = np.log1p(np.asarray(seen, dtype=np.float64))[:, None]
-    return np.stack([a, b, np.broadcast_to(np.log(p0)[None], a.shape), s * a, s * b, similarity], axis=-1)
+    cols = [b, s * b, np.log(np.maximum(p_first, FLOOR)), np.broadcast_to(np.log(p0)[None], b.shape), similarity]
+    if p_llm is not None:
+        a = np.log(np.maximum(p_llm, FLOOR))
+        seg = np.asarray(segment)[:, None]
+        cols = [np.where(seg == i, a, 0.0) for i in range(len(SEGMENTS))] + cols
+    return np.stack(cols, axis=-1)
 
 
 def fit(x: np.ndarray, allowed: np.ndarray, target: np.ndarray, weight: np.ndarray) -> Alignment:
@@ -59,8 +74,6 @@ def fit(x: np.ndarray, allowed: np.ndarray, target: np.ndarray, weight: np.ndarr
     y = torch.tensor(target, dtype=torch.long)
     w = torch.tensor(weight, dtype=torch.float64)
     theta = torch.zeros(x.shape[-1], dtype=torch.float64, requires_grad=True)
-    with torch.no_grad():
-        theta[0], theta[1] = 0.5, 0.5  # start at the plain log-linear mix
     opt = torch.optim.LBFGS([theta], lr=0.5, max_iter=STEPS, line_search_fn="strong_wolfe")
 
     def loss_fn():
@@ -73,7 +86,7 @@ def fit(x: np.ndarray, allowed: np.ndarray, target: np.ndarray, weight: np.ndarr
 
     with torch.enable_grad():  # callers may run under no_grad (inference)
         opt.step(loss_fn)
-        final = float(loss_fn())
+        final = float(loss_fn().detach())
     return Alignment(tuple(float(v) for v in theta.detach()), final, int(len(target)))
 
 

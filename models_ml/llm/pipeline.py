@@ -293,13 +293,14 @@ def read_pair_inference(
 
 ZERO_SHOT = "zero_shot"
 LLM_ONLY = "llm_only"  # the fine-tuned model's own lookup, before fusion (kept for comparison)
+COUNTS_ALIGNMENT = "counts_alignment"  # the alignment scorer without the LLM: what the LLM adds
 
 
 @dataclass(frozen=True)
 class LookupVariant:
     """One way of turning the LLM's rows into a lookup, with what it was chosen with."""
 
-    name: str  # llm_only, llm_fusion, llm_alignment
+    name: str  # llm_only, llm_fusion, llm_alignment, counts_alignment
     rows: pl.DataFrame  # LOOKUP_SCHEMA
     fusion: fusion.Fusion | None = None
     alignment: alignment.Alignment | None = None
@@ -310,7 +311,9 @@ def lookup_variants(
 ) -> dict[str, LookupVariant]:
     """The LLM's own rows and the mechanisms built on them (weights on the validation
     fold): 'none' (llm_only), 'fusion' (models_ml.llm.fusion) and 'alignment'
-    (models_ml.llm.alignment re-ranking the fused top m). Without validation
+    (models_ml.llm.alignment re-ranking the fused top m), with 'counts_alignment', the
+    alignment scorer without the LLM's features re-ranking the smoothed counts (an
+    ablation, never shipped). Without validation
     transitions (a tiny data set) only 'none' exists."""
     out = {"none": LookupVariant(LLM_ONLY, llm_rows)}
     if inputs.validation_transitions.height == 0 or llm_rows.height == 0:
@@ -355,44 +358,63 @@ def lookup_variants(
         "llm_fusion", rows_of(fused_all, f"{base_version}+fused-{chosen.digest()}-{counts_version}"), chosen
     )
     # feedback alignment: a scorer of (history, cluster) fitted on the validation
-    # transitions' engagement re-ranks the fused top m
+    # transitions' engagement re-ranks the fused top m; the same scorer without the LLM
+    # re-ranks the smoothed counts' top m (the counts_alignment ablation)
     from models_ml import clusters
 
+    if len(bounds) + 1 != len(alignment.SEGMENTS):
+        raise ValueError(f"var history_seen_bounds {list(bounds)} must cut {len(alignment.SEGMENTS)} segments "
+                         f"({', '.join(alignment.SEGMENTS)}) for the alignment scorer")
     emb = clusters.embed_texts([inputs.descriptions[int(c)] for c in ids])
-    fused_val = fusion.fused_probs(p_llm_val, p_counts_val, p0_fit, fusion.segments(seen_val, bounds),
-                                   chosen.llm_weights, chosen.debias)
-    x_val = alignment.features(p_llm_val, p_counts_val, p0_fit, seen_val,
-                               alignment.similarity_matrix(emb, val_hist, where))
-    top_val = np.argsort(-fused_val, axis=1, kind="stable")[:, :m]
-    allowed = np.zeros_like(fused_val, dtype=bool)
+    seg_val, seg_all = fusion.segments(seen_val, bounds), fusion.segments(seen_all, bounds)
+    fused_val = fusion.fused_probs(p_llm_val, p_counts_val, p0_fit, seg_val, chosen.llm_weights, chosen.debias)
+    first_val = counts.first_cluster_probs(model.fit, val_hist, b)
+    first_all = counts.first_cluster_probs(model.final, histories, b)
+    sim_val = alignment.similarity_matrix(emb, val_hist, where)
+    sim_all = alignment.similarity_matrix(emb, histories, where)
+    engagement = np.log1p(val["next_events"].fill_null(1).to_numpy().astype(np.float64))
+    min_distinct = fusion.markov_distinct_top1(model.final, histories)
+    for name, with_llm, base_val, base_all in (("alignment", True, fused_val, fused_all),
+                                               ("counts_alignment", False, p_counts_val, p_counts_all)):
+        x_val = alignment.features(p_llm_val if with_llm else None, p_counts_val, first_val, p0_fit, seen_val,
+                                   seg_val, sim_val)
+        x_all = alignment.features(p_llm_all if with_llm else None, p_counts_all, first_all, p0_all, seen_all,
+                                   seg_all, sim_all)
+        fitted_alignment, aligned_all = _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where,
+                                               np.log(p0_fit), np.log(p0_all), m, min_distinct)
+        if with_llm:
+            version = f"{base_version}+aligned-{fitted_alignment.digest()}-{chosen.digest()}-{counts_version}"
+            out[name] = LookupVariant("llm_alignment", rows_of(aligned_all, version), chosen, fitted_alignment)
+        else:
+            version = f"counts_alignment:{fitted_alignment.digest()}:{counts_version}"
+            out[name] = LookupVariant(COUNTS_ALIGNMENT, rows_of(aligned_all, version), None, fitted_alignment)
+    return out
+
+
+def _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where, log_p0_fit, log_p0_all, m,
+           min_distinct) -> tuple[alignment.Alignment, np.ndarray]:
+    """The alignment scorer fitted on the validation transitions whose target is in the
+    base lookup's first m, then the popularity discount by the fusion's balance rule:
+    the best validation recall among the discounts that keep at least ``min_distinct``
+    distinct top-1 clusters. Returns the scorer and every history's re-ranked lookup."""
+    top_val = np.argsort(-base_val, axis=1, kind="stable")[:, :m]
+    allowed = np.zeros_like(base_val, dtype=bool)
     np.put_along_axis(allowed, top_val, True, axis=1)
-    allowed &= fused_val > 0
+    allowed &= base_val > 0
     target_col = np.array([where[int(t)] for t in targets])
     inside = allowed[np.arange(len(targets)), target_col]
-    engagement = np.log1p(val["next_events"].fill_null(1).to_numpy().astype(np.float64))
     fitted_alignment = alignment.fit(x_val[inside], allowed[inside], target_col[inside], engagement[inside])
-    x_all = alignment.features(p_llm_all, p_counts_all, p0_all, seen_all,
-                               alignment.similarity_matrix(emb, histories, where))
-    # the same balance rule as the fusion: the best validation recall among the
-    # popularity discounts that keep at least as many distinct top-1 clusters as markov
-    min_distinct = fusion.markov_distinct_top1(model.final, histories)
     best = None
     for gamma in fusion.DEBIAS_GRID:
         candidate = replace(fitted_alignment, debias=gamma)
-        val_ranked = alignment.rerank_top(fused_val, alignment.scores(x_val, fused_val > 0, candidate, np.log(p0_fit)), m)
+        val_ranked = alignment.rerank_top(base_val, alignment.scores(x_val, base_val > 0, candidate, log_p0_fit), m)
         recall, mrr = counts.recall_mrr(counts.ranks_of(val_ranked, ids, targets), min(counts.SELECTION_M, m))
-        all_ranked = alignment.rerank_top(fused_all, alignment.scores(x_all, fused_all > 0, candidate, np.log(p0_all)), m)
+        all_ranked = alignment.rerank_top(base_all, alignment.scores(x_all, base_all > 0, candidate, log_p0_all), m)
         distinct = fusion.distinct_top1(all_ranked)
         key = (distinct >= min_distinct, round(recall, 12), round(mrr, 12), distinct, -gamma)
         if best is None or key > best[0]:
             best = (key, candidate, all_ranked)
-    _, fitted_alignment, aligned_all = best
-    out["alignment"] = LookupVariant(
-        "llm_alignment",
-        rows_of(aligned_all, f"{base_version}+aligned-{fitted_alignment.digest()}-{chosen.digest()}-{counts_version}"),
-        chosen, fitted_alignment,
-    )
-    return out
+    return best[1], best[2]
 
 
 def zero_shot_version(base_path: Path, descriptions: dict[int, str]) -> str:

@@ -33,6 +33,7 @@ evaluation_dbt_assets = dbt_asset_group(name="evaluation_dbt_assets", group=GROU
         "The lookups the shipped one is compared with, at the LLM level and K, for every history: "
         "llm_only (the fine-tuned model alone), llm_fusion and llm_alignment (the mechanisms built on "
         "it: log-linear fusion with the counts, and fusion re-ranked by the feedback-aligned scorer), "
+        "counts_alignment (that scorer without the LLM, re-ranking the smoothed counts), "
         "zero_shot (the base model "
         "without an adapter, same prompt and constrained decoding) and markov_smoothed (counts "
         "interpolated with the last cluster's and popularity, weights chosen on the validation fold of "

@@ -22,7 +22,7 @@
 {%- set n_boot = var('bootstrap_samples') | int -%}
 {%- set seed = var('seed') | int -%}
 {%- set depth = var('lookup_depth') | int -%}
-{%- set baselines = ['markov', 'markov_smoothed', 'popularity', 'zero_shot'] -%}
+{%- set baselines = ['markov', 'markov_smoothed', 'popularity', 'zero_shot', 'counts_alignment'] -%}
 {%- set segments = ['seen_0', 'seen_' ~ bounds[0] ~ '_' ~ (bounds[1] - 1), 'seen_' ~ bounds[1] ~ '_plus'] -%}
 
 with
