@@ -210,6 +210,7 @@ def novel_interest_transitions(context: AssetExecutionContext, warehouse: Wareho
     if aligned is not None:
         fusion_meta.update({f"alignment_{name}": MetadataValue.float(w)
                             for name, w in zip(pipeline.alignment.FEATURES, aligned.weights)})
+        fusion_meta["alignment_debias"] = MetadataValue.float(aligned.debias)
     return MaterializeResult(
         metadata={
             **fusion_meta,
