@@ -107,6 +107,14 @@ def smoothed_probs(counts: SuccessorCounts, histories: Sequence[Sequence[int]], 
     return out
 
 
+def history_counts(counts: SuccessorCounts, histories: Sequence[Sequence[int]]) -> np.ndarray:
+    """(H, C) how often train users went from each history to each cluster (0 for the
+    history's own clusters and for a history never seen)."""
+    zeros = np.zeros(len(counts.cluster_ids))
+    return np.stack([counts.by_history.get(tuple(int(c) for c in h), zeros) for h in histories]) if len(histories) \
+        else np.zeros((0, len(zeros)))
+
+
 def first_cluster_probs(counts: SuccessorCounts, histories: Sequence[Sequence[int]], beta: float) -> np.ndarray:
     """(H, C) successors of each history's first cluster a, p1(c | a) of the back-off
     chain above (what the counts know of the history beyond its last cluster), the

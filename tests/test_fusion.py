@@ -129,6 +129,11 @@ def test_first_cluster_probs_back_off_from_the_first_clusters_successors():
     np.testing.assert_allclose(counts.first_cluster_probs(c, [(2, 1)], beta=4.0)[0], [0, 0, 4 / 6, 2 / 6])
 
 
+def test_history_counts_are_the_raw_moves_from_each_history():
+    c = _counts([("history", [1, 2], 3, 2, 1), ("history", [1, 2], 5, 1, 1)])
+    np.testing.assert_array_equal(counts.history_counts(c, [(1, 2), (2, 1)]), [[0, 0, 2, 0, 1], [0, 0, 0, 0, 0]])
+
+
 def test_alignment_features_give_the_llm_one_column_per_segment():
     from models_ml.llm import alignment
 
@@ -137,7 +142,8 @@ def test_alignment_features_give_the_llm_one_column_per_segment():
     p_first = np.array([[0.1, 0.9], [0.3, 0.7]])
     p0 = np.array([0.4, 0.6])
     sim = np.zeros((2, 2))
-    x = alignment.features(p_llm, p_cnt, p_first, p0, np.array([0, 7]), np.array([0, 2]), sim)
+    n_hist = np.array([[0, 0], [5, 2]])
+    x = alignment.features(p_llm, p_cnt, n_hist, p_first, p0, np.array([0, 7]), np.array([0, 2]), sim)
     col = {name: i for i, name in enumerate(alignment.FEATURES)}
     assert x.shape == (2, 2, len(alignment.FEATURES))
     # history 0 is unseen (segment 0), history 1 seen 7 times (segment 2)
@@ -147,8 +153,10 @@ def test_alignment_features_give_the_llm_one_column_per_segment():
     np.testing.assert_allclose(x[1, :, col["log_p_llm_seen_0"]], 0.0)
     np.testing.assert_allclose(x[1, :, col["seen_x_log_p_counts"]], np.log(8) * np.log([0.6, 0.4]))
     np.testing.assert_allclose(x[0, :, col["log_p_first"]], np.log([0.1, 0.9]))
+    np.testing.assert_allclose(x[1, :, col["log_p_either"]], np.log([0.45, 0.55]))
+    np.testing.assert_allclose(x[1, :, col["log1p_n_history"]], np.log([6, 3]))
     # the ablation: the count features alone, in the same order
-    xc = alignment.features(None, p_cnt, p_first, p0, np.array([0, 7]), np.array([0, 2]), sim)
+    xc = alignment.features(None, p_cnt, n_hist, p_first, p0, np.array([0, 7]), np.array([0, 2]), sim)
     assert xc.shape[-1] == len(alignment.COUNT_FEATURES)
     np.testing.assert_allclose(xc, x[..., len(alignment.LLM_FEATURES):])
 

@@ -9,9 +9,11 @@ a conditional logit over each history's candidates with features of (h, c): the 
 log-probability with one weight per history segment (seen 0, 1-4, 5+ times in train, as
 lookup_evaluation cuts them: the LLM may matter where the counts are few), the smoothed
 counts' log-probability (alone and times how often h was seen, so their weight can grow
-with their evidence), the successors of h's first cluster (the counts back off to the
-last one only, so this is what they know of the rest of h), popularity and the cosine
-similarity of c's description to h's. It is fitted on the validation fold of the train
+with their evidence), the raw count of h -> c (log 1 + n: the plain Markov table's
+evidence, which smoothing dilutes on histories seen a few times), the successors of h's first cluster (the counts back off to the
+last one only, so this is what they know of the rest of h) alone and mixed half and half
+with the counts' (a log-linear score can only say "both"; the mixture says "either"),
+popularity and the cosine similarity of c's description to h's. It is fitted on the validation fold of the train
 users (the LLM and the counts n_fit it reads have not seen them), each transition
 weighted by log(1 + engagement), so pairs users stayed with count more; the final
 lookup re-ranks every history's first n clusters by it. Eval never takes part.
@@ -33,7 +35,8 @@ from models_ml.llm.fusion import FLOOR
 
 SEGMENTS = ("seen_0", "seen_1_4", "seen_5_plus")  # lookup_evaluation's segments (var history_seen_bounds)
 LLM_FEATURES = tuple(f"log_p_llm_{s}" for s in SEGMENTS)
-COUNT_FEATURES = ("log_p_counts", "seen_x_log_p_counts", "log_p_first", "log_p0", "similarity")
+COUNT_FEATURES = ("log_p_counts", "seen_x_log_p_counts", "log1p_n_history", "log_p_first", "log_p_either", "log_p0",
+                  "similarity")
 FEATURES = LLM_FEATURES + COUNT_FEATURES
 L2 = 1e-2
 STEPS = 300
@@ -51,14 +54,16 @@ class Alignment:
         return hashlib.sha256(repr(key).encode()).hexdigest()[:8]
 
 
-def features(p_llm: np.ndarray | None, p_counts: np.ndarray, p_first: np.ndarray, p0: np.ndarray,
-             seen: np.ndarray, segment: np.ndarray, similarity: np.ndarray) -> np.ndarray:
+def features(p_llm: np.ndarray | None, p_counts: np.ndarray, n_history: np.ndarray, p_first: np.ndarray,
+             p0: np.ndarray, seen: np.ndarray, segment: np.ndarray, similarity: np.ndarray) -> np.ndarray:
     """(H, C, F) features of every (history, cluster) pair, in :data:`FEATURES` order
-    (:data:`COUNT_FEATURES` only when ``p_llm`` is None). ``segment``: each history's
-    index into :data:`SEGMENTS`."""
+    (:data:`COUNT_FEATURES` only when ``p_llm`` is None). ``n_history``: the raw
+    counts of h -> c; ``segment``: each history's index into :data:`SEGMENTS`."""
     b = np.log(np.maximum(p_counts, FLOOR))
     s = np.log1p(np.asarray(seen, dtype=np.float64))[:, None]
-    cols = [b, s * b, np.log(np.maximum(p_first, FLOOR)), np.broadcast_to(np.log(p0)[None], b.shape), similarity]
+    either = np.log(np.maximum(0.5 * (p_counts + p_first), FLOOR))  # a mixture: c may follow either cluster
+    cols = [b, s * b, np.log1p(n_history), np.log(np.maximum(p_first, FLOOR)), either, np.broadcast_to(np.log(p0)[None], b.shape),
+            similarity]
     if p_llm is not None:
         a = np.log(np.maximum(p_llm, FLOOR))
         seg = np.asarray(segment)[:, None]

@@ -368,6 +368,7 @@ def lookup_variants(
     emb = clusters.embed_texts([inputs.descriptions[int(c)] for c in ids])
     seg_val, seg_all = fusion.segments(seen_val, bounds), fusion.segments(seen_all, bounds)
     fused_val = fusion.fused_probs(p_llm_val, p_counts_val, p0_fit, seg_val, chosen.llm_weights, chosen.debias)
+    n_val, n_all = counts.history_counts(model.fit, val_hist), counts.history_counts(model.final, histories)
     first_val = counts.first_cluster_probs(model.fit, val_hist, b)
     first_all = counts.first_cluster_probs(model.final, histories, b)
     sim_val = alignment.similarity_matrix(emb, val_hist, where)
@@ -376,10 +377,10 @@ def lookup_variants(
     min_distinct = fusion.markov_distinct_top1(model.final, histories)
     for name, with_llm, base_val, base_all in (("alignment", True, fused_val, fused_all),
                                                ("counts_alignment", False, p_counts_val, p_counts_all)):
-        x_val = alignment.features(p_llm_val if with_llm else None, p_counts_val, first_val, p0_fit, seen_val,
-                                   seg_val, sim_val)
-        x_all = alignment.features(p_llm_all if with_llm else None, p_counts_all, first_all, p0_all, seen_all,
-                                   seg_all, sim_all)
+        x_val = alignment.features(p_llm_val if with_llm else None, p_counts_val, n_val, first_val, p0_fit,
+                                   seen_val, seg_val, sim_val)
+        x_all = alignment.features(p_llm_all if with_llm else None, p_counts_all, n_all, first_all, p0_all,
+                                   seen_all, seg_all, sim_all)
         fitted_alignment, aligned_all = _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where,
                                                np.log(p0_fit), np.log(p0_all), m, min_distinct)
         if with_llm:
