@@ -160,7 +160,8 @@ def pair_inference_partitions(context: AssetExecutionContext, warehouse: Warehou
         "The shipped lookup: for every ordered history of K distinct clusters at the LLM level, the union of the "
         "pair-inference partitions' staged rows, validated (every partition's file readable, of the current "
         "adapter, every expected history exactly once; else the error names the file and the previous table "
-        "stays), fused log-linearly with the smoothed counts, weights chosen on the validation fold; its first "
+        "stays), combined with the counts (IE_LLM_MECHANISM: the feedback-aligned scorer by default), weights "
+        "chosen on the validation fold; its first "
         "lookup_depth clusters written atomically with a model_version naming the adapter and the fusion."
     ),
 )
