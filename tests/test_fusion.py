@@ -256,3 +256,15 @@ def test_lookup_variants_build_every_mechanism_from_the_models_rows():
     # the validation transitions go where the counts say: the fused top-1 of [1, 2] is 3
     top = variants["fusion"].rows.filter((pl.col("rank") == 1) & (pl.col("history") == [1, 2]))
     assert top["next_cluster_id"].to_list() == [3]
+
+
+def test_the_aligned_lookup_ships_unless_another_mechanism_is_set(monkeypatch):
+    from models_ml import config
+
+    monkeypatch.delenv("IE_LLM_MECHANISM", raising=False)
+    assert config.llm_mechanism() == "alignment"
+    monkeypatch.setenv("IE_LLM_MECHANISM", "fusion")
+    assert config.llm_mechanism() == "fusion"
+    monkeypatch.setenv("IE_LLM_MECHANISM", "counts_alignment")  # an ablation, never shipped
+    with pytest.raises(ValueError, match="IE_LLM_MECHANISM must be one of"):
+        config.llm_mechanism()
