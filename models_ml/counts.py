@@ -88,8 +88,9 @@ def read_counts(con: duckdb.DuckDBPyConnection, level: int, k: int) -> pl.DataFr
     )
 
 
-def smoothed_probs(counts: SuccessorCounts, histories: Sequence[Sequence[int]], alpha: float, beta: float) -> np.ndarray:
-    """(H, C) markov_smoothed probabilities of the next cluster for each history, the
+def _back_off(counts: SuccessorCounts, histories: Sequence[Sequence[int]], alpha: float | None, beta: float,
+              pick: int) -> np.ndarray:
+    """(H, C) p1(c | h[pick]) of the chain above, and with ``alpha`` p2(c | h) on top; the
     history's clusters excluded (0) and the rest summing to 1."""
     size = len(counts.cluster_ids)
     where = counts.index
@@ -98,13 +99,20 @@ def smoothed_probs(counts: SuccessorCounts, histories: Sequence[Sequence[int]], 
     out = np.empty((len(histories), size))
     for i, h in enumerate(histories):
         h = tuple(int(c) for c in h)
-        last = counts.by_last.get(h[-1], zeros)
-        p1 = (last + beta * p0) / (last.sum() + beta)
-        hist = counts.by_history.get(h, zeros)
-        p2 = (hist + alpha * p1) / (hist.sum() + alpha)
-        p2[[where[c] for c in h]] = 0.0
-        out[i] = p2 / p2.sum()
+        one = counts.by_last.get(h[pick], zeros)
+        p = (one + beta * p0) / (one.sum() + beta)
+        if alpha is not None:
+            hist = counts.by_history.get(h, zeros)
+            p = (hist + alpha * p) / (hist.sum() + alpha)
+        p[[where[c] for c in h]] = 0.0
+        out[i] = p / p.sum()
     return out
+
+
+def smoothed_probs(counts: SuccessorCounts, histories: Sequence[Sequence[int]], alpha: float, beta: float) -> np.ndarray:
+    """(H, C) markov_smoothed probabilities of the next cluster for each history, the
+    history's clusters excluded (0) and the rest summing to 1."""
+    return _back_off(counts, histories, alpha, beta, pick=-1)
 
 
 def history_counts(counts: SuccessorCounts, histories: Sequence[Sequence[int]]) -> np.ndarray:
@@ -119,18 +127,7 @@ def first_cluster_probs(counts: SuccessorCounts, histories: Sequence[Sequence[in
     """(H, C) successors of each history's first cluster a, p1(c | a) of the back-off
     chain above (what the counts know of the history beyond its last cluster), the
     history's clusters excluded and the rest renormalised."""
-    size = len(counts.cluster_ids)
-    where = counts.index
-    p0 = popularity_prior(counts)
-    zeros = np.zeros(size)
-    out = np.empty((len(histories), size))
-    for i, h in enumerate(histories):
-        h = tuple(int(c) for c in h)
-        first = counts.by_last.get(h[0], zeros)
-        p1 = (first + beta * p0) / (first.sum() + beta)
-        p1[[where[c] for c in h]] = 0.0
-        out[i] = p1 / p1.sum()
-    return out
+    return _back_off(counts, histories, None, beta, pick=0)
 
 
 def top_successors(
