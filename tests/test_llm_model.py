@@ -122,6 +122,57 @@ def test_k1_and_k3_run_through_the_same_code(tiny, tmp_path):
         assert results[hist][0][0] == max(ex.items(), key=lambda kv: (kv[1], -kv[0]))[0]
 
 
+def test_trunk_cache_gives_the_full_models_loss_and_gradients(tiny_dir, tokenizer):
+    """Only the adapted layer runs on the frozen layer's cached outputs, and the loss
+    and the LoRA gradients are the full model's."""
+    cfg = ft.FinetuneConfig(adapt_layers=1, lora_r=4)
+    model = ft._lora_model(tiny_dir, base_lm.runtime(), cfg)
+    torch.manual_seed(1)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # LoRA B starts at 0; without this the adapted layer is the base one
+            torch.nn.init.normal_(p, std=0.5)
+    lm = LM(model)
+    lm.pad_id = int(tokenizer.pad_token_id)
+    enc = PromptEncoder(tokenizer, DESCRIPTIONS)
+    groups = ft.group_examples([
+        ((0, 1), None, 2), ((0, 1), None, 4), ((0, 1), None, 2),  # one prompt, a repeated answer
+        ((4, 2), None, 0),
+        ((1, 3), ((4, 7), (0, 2)), 2),  # collaborative evidence in the prompt
+    ])
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    batch = [groups[2], groups[0], groups[1]]  # not the order the cache was built in
+
+    def loss_and_grads(trunk):
+        for _, p in params:
+            p.grad = None
+        loss = ft.batch_loss(lm, enc, batch, trunk)
+        loss.backward()
+        return float(loss.detach()), {n: p.grad.clone() for n, p in params}
+
+    full_loss, full_grads = loss_and_grads(None)
+    trunk = ft.Trunk.build(lm, enc, groups, first=1, chunk=2)  # chunks of 2: other padding than the batch
+    frozen_calls = []
+    hook = ft.decoder_layers(model)[1][0].register_forward_hook(lambda *a: frozen_calls.append(1))
+    try:
+        cached_loss, cached_grads = loss_and_grads(trunk)
+    finally:
+        hook.remove()
+    assert frozen_calls == []  # the frozen layer did not run
+    assert cached_loss == pytest.approx(full_loss, rel=1e-5)
+    assert full_loss > 0 and len(full_grads) == len(params) > 0
+    for n, g in full_grads.items():
+        assert float(g.abs().max()) > 0
+        # float32 summation order differs (other padding): equal to 1e-4 of the gradient's scale
+        assert float((cached_grads[n] - g).abs().max()) <= 1e-4 * float(g.abs().max()), n
+    # the backbone is whole again: both layers, attention modules numbered 0 and 1
+    layers = ft.decoder_layers(model)[1]
+    assert [b.self_attn.layer_idx for b in layers] == [0, 1]
+    # its hidden states: 5 head positions, ..., one row per distinct prompt and answer
+    assert trunk.n_floats == 64 * (len(enc.head_ids)
+                                   + sum(len([t for seg in enc.history_segments(h, e) for t in seg]) for (h, e), _ in groups)
+                                   + sum(len(enc.answer_ids(n)) - 1 for _, ns in groups for n in set(ns)))
+
+
 def test_greedy_with_shared_prefix_equals_hf_generate(tiny):
     lm, enc = tiny
     hists = [(0, 1), (3, 2), (4, 0)]

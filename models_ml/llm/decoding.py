@@ -24,6 +24,7 @@ and greedy generation.)
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import math
 from collections.abc import Callable, Sequence
@@ -156,15 +157,53 @@ class LM:
             out = torch.tanh(out / self.softcap) * self.softcap
         return out.float()
 
-    def run(self, input_ids, attention_mask, position_ids, cache):
+    def run(self, inputs, attention_mask, position_ids, cache):
+        """``inputs``: token ids (B, T), or hidden states (B, T, d) entering the first
+        layer that runs (see :meth:`layers`)."""
+        feed = {"inputs_embeds": inputs} if inputs.is_floating_point() else {"input_ids": inputs}
         out = self.backbone(
-            input_ids=input_ids,
+            **feed,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=cache,
             use_cache=True,
         )
         return out.last_hidden_state, out.past_key_values
+
+    def splittable(self) -> bool:
+        """Whether :meth:`layers` can run a slice of this backbone's decoder layers (a
+        ``layers`` list of blocks with a cache-indexed ``self_attn`` and a final ``norm``:
+        Llama, Qwen2, Mistral, SmolLM2 ...)."""
+        layers = getattr(self.backbone, "layers", None)
+        return (
+            isinstance(layers, torch.nn.ModuleList)
+            and isinstance(getattr(self.backbone, "norm", None), torch.nn.Module)
+            and all(isinstance(getattr(getattr(b, "self_attn", None), "layer_idx", None), int) for b in layers)
+        )
+
+    @contextlib.contextmanager
+    def layers(self, lo: int, hi: int | None = None, final_norm: bool = True):
+        """Within the block, :meth:`run` runs decoder layers ``lo:hi`` only: fed hidden
+        states when ``lo > 0``, returning the hidden states that leave layer ``hi - 1``
+        (normalised only with ``final_norm``). Caches then hold those layers only (their
+        attention modules are renumbered from 0 for the block)."""
+        if not self.splittable():
+            raise TypeError(f"{type(self.backbone).__name__} does not expose decoder layers that can run alone")
+        backbone = self.backbone
+        full, norm = backbone.layers, backbone.norm
+        part = full[lo:hi]
+        saved = [b.self_attn.layer_idx for b in part]
+        backbone.layers = part
+        if not final_norm:
+            backbone.norm = torch.nn.Identity()
+        for i, b in enumerate(part):
+            b.self_attn.layer_idx = i
+        try:
+            yield
+        finally:
+            for b, i in zip(part, saved):
+                b.self_attn.layer_idx = i
+            backbone.layers, backbone.norm = full, norm
 
 
 @dataclass
@@ -180,7 +219,7 @@ class RowBatch:
         return int(self.mask.shape[0])
 
 
-def _new_cache(pairs):
+def new_cache(pairs):
     from transformers import DynamicCache
 
     return DynamicCache(ddp_cache_data=pairs)
@@ -197,7 +236,7 @@ def prefix_batch(lm: LM, ids: Sequence[int]) -> RowBatch:
     x = torch.tensor([list(ids)], device=lm.device)
     mask = torch.ones_like(x)
     pos = torch.arange(len(ids), device=lm.device)[None]
-    _, cache = lm.run(x, mask, pos, _new_cache(None))
+    _, cache = lm.run(x, mask, pos, new_cache(None))
     lm.tokens_processed += len(ids)
     return RowBatch(cache, mask, torch.tensor([len(ids)], device=lm.device))
 
@@ -205,13 +244,13 @@ def prefix_batch(lm: LM, ids: Sequence[int]) -> RowBatch:
 def expand(batch: RowBatch, n: int) -> RowBatch:
     """``n`` rows that all start from the single row of ``batch`` (no copy)."""
     pairs = [(k.expand(n, *k.shape[1:]), v.expand(n, *v.shape[1:])) for k, v in _cache_pairs(batch.cache)]
-    return RowBatch(_new_cache(pairs), batch.mask.expand(n, -1), batch.next_pos.expand(n))
+    return RowBatch(new_cache(pairs), batch.mask.expand(n, -1), batch.next_pos.expand(n))
 
 
 def select(batch: RowBatch, rows: Sequence[int]) -> RowBatch:
     idx = torch.tensor(list(rows), device=batch.mask.device, dtype=torch.long)
     pairs = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in _cache_pairs(batch.cache)]
-    return RowBatch(_new_cache(pairs), batch.mask.index_select(0, idx), batch.next_pos.index_select(0, idx))
+    return RowBatch(new_cache(pairs), batch.mask.index_select(0, idx), batch.next_pos.index_select(0, idx))
 
 
 def extend(lm: LM, batch: RowBatch, tokens: Sequence[Sequence[int]]) -> tuple[RowBatch, torch.Tensor]:
@@ -296,7 +335,7 @@ class TokenTree:
         for b in range(self.n):
             for _ in range(q - len(self.pending[b])):
                 self.vis[b].append(np.array([len(self.vis[b])], dtype=np.int64))
-        hidden, self.cache = self.lm.run(ids.to(dev), mask[:, None].to(dev), depth.to(dev), self.cache or _new_cache(None))
+        hidden, self.cache = self.lm.run(ids.to(dev), mask[:, None].to(dev), depth.to(dev), self.cache or new_cache(None))
         self.hidden = hidden if self.hidden is None else torch.cat([self.hidden, hidden], dim=1)
         self.n_cached = kv
         self.pending = [[] for _ in range(self.n)]
@@ -398,7 +437,7 @@ def exhaustive_scores(
             ids[i, : len(s)] = torch.tensor(s, device=dev)
             mask[i, : len(s)] = 1
         pos = torch.arange(width, device=dev)[None].expand(len(seqs), -1)
-        hidden, _ = lm.run(ids, mask, pos, _new_cache(None))
+        hidden, _ = lm.run(ids, mask, pos, new_cache(None))
         for i, c in enumerate(chunk):
             base = len(prompt) - 1
 
