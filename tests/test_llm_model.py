@@ -314,6 +314,33 @@ def test_finetune_then_lookup_end_to_end(tiny_dir, tmp_path, monkeypatch):
         pipeline.run_pair_inference(adapter, changed, 2, 2, 3, progress=False)
 
 
+def test_finetune_with_the_trunk_cache_follows_the_full_models_path(tiny_dir, tmp_path):
+    """Adapting the top layer only: fine-tuning on the cached trunk records the same losses
+    and recall as fine-tuning the full model, and says what it cached."""
+    db = tmp_path / "wh.duckdb"
+    synthetic_warehouse(db)
+    with wh.connect(db) as con:
+        inputs = pipeline.read_inputs(con, 2, 2)
+    runs = {}
+    for cache in (True, False):
+        cfg = ft.FinetuneConfig(steps=20, batch_histories=8, lr=3e-2, warmup_steps=4, adapt_layers=1, eval_every=10,
+                                eval_histories=20, eval_prompts=8, top_m=3, cache_trunk=cache)
+        runs[cache] = ft.finetune(inputs, cfg, tmp_path / f"models_{cache}", tiny_dir, progress=False)
+    cached, full = runs[True], runs[False]
+    assert [p.step for p in cached.history] == [0, 10, 20]
+    for a, b in zip(cached.history, full.history):
+        assert (a.loss is None and b.loss is None) or a.loss == pytest.approx(b.loss, rel=1e-4)
+        assert (a.match_rate, a.recall_at_1, a.recall_at_5) == (b.match_rate, b.recall_at_1, b.recall_at_5)
+    meta = ft.read_training(cached.adapter_dir)
+    assert meta["trunk_cache"]["first_adapted_layer"] == 1 and meta["trunk_cache"]["floats"] > 0
+    assert ft.read_training(full.adapter_dir)["trunk_cache"] is None
+    # a run shorter than one epoch of prompts does not build it (it would not pay)
+    short = ft.FinetuneConfig(steps=1, batch_histories=8, adapt_layers=1, eval_every=1, eval_histories=4,
+                              eval_prompts=2, top_m=3)
+    one = ft.finetune(inputs, short, tmp_path / "models_short", tiny_dir, progress=False)
+    assert ft.read_training(one.adapter_dir)["trunk_cache"] is None
+
+
 # ---- bad input ---------------------------------------------------------------------------
 def test_missing_base_model_path(monkeypatch, tmp_path):
     monkeypatch.setenv("IE_BASE_MODEL", str(tmp_path / "nowhere"))
