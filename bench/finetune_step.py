@@ -1,11 +1,11 @@
 """LoRA fine-tuning step time: (a) the full model every step, (b) the frozen trunk's
 outputs computed once (finetune.Trunk) and only the adapted layers each step, from the
-same initial weights on the same batches in one run. Prints JSON: seconds per step of
-each, their ratio, the trunk's one-off build time and memory, the steps after which (b)
-has paid for its build, and the largest loss difference between the two runs
-(correctness: they compute the same loss).
+same initial weights on the same batches in one run. Prints JSON: the median seconds a
+step of each (the first step, a warm-up, left out), their ratio, the trunk's one-off
+build time and memory, the steps after which (b) has paid for its build, and the largest
+loss difference between the two runs (correctness: they compute the same loss).
 
-    .venv/bin/python bench/finetune_step.py [--db FILE] [--steps 8]
+    .venv/bin/python bench/finetune_step.py [--db FILE] [--steps 12]
 
 The training data is the warehouse's fine-tuning input at the LLM level (the default
 configuration's batch size and LoRA layers), so the prompts are the real ones.
@@ -34,24 +34,27 @@ from models_ml.llm.tokens import PromptEncoder  # noqa: E402
 
 
 def run_steps(lm: LM, model, enc, batches, cfg: ft.FinetuneConfig, trunk) -> tuple[list[float], float]:
-    """(losses, seconds per step) of optimiser steps on ``batches``."""
+    """(losses, median seconds per step after the first, a warm-up) of optimiser steps
+    on ``batches``."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    losses, t0 = [], time.perf_counter()
+    losses, seconds = [], []
     for batch in batches:
+        t0 = time.perf_counter()
         loss = ft.batch_loss(lm, enc, batch, trunk)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
-    return losses, (time.perf_counter() - t0) / len(batches)
+        seconds.append(time.perf_counter() - t0)
+    return losses, float(np.median(seconds[1:]))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", default=None, help="warehouse file (default DUCKDB_DATABASE / config)")
-    ap.add_argument("--steps", type=int, default=8, help="timed steps of each variant")
+    ap.add_argument("--steps", type=int, default=12, help="steps of each variant (the first is a warm-up)")
     args = ap.parse_args()
     level, k = config.llm_level(), config.history_len()
     with wh.connect(args.db, read_only=True) as con:
