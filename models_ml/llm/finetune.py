@@ -64,8 +64,8 @@ class FinetuneConfig:
     seed: int = 42
     max_grad_norm: float = 1.0
     # run only the adapted layers each step, on the frozen layers' outputs computed once
-    # (class Trunk; the same loss, 1.75x fewer seconds a step on the 2-core CPU), when the
-    # run covers at least one epoch of prompts
+    # (class Trunk; the same loss, 1.3-1.9x fewer seconds a step on the 2-core CPU), when
+    # the run covers at least one epoch of prompts
     cache_trunk: bool = True
 
 
