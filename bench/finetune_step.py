@@ -41,12 +41,7 @@ def run_steps(lm: LM, model, enc, batches, cfg: ft.FinetuneConfig, trunk) -> tup
     losses, seconds = [], []
     for batch in batches:
         t0 = time.perf_counter()
-        loss = ft.batch_loss(lm, enc, batch, trunk)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
+        losses.append(ft.train_step(lm, enc, batch, params, opt, cfg, trunk))
         seconds.append(time.perf_counter() - t0)
     return losses, float(np.median(seconds[1:]))
 
@@ -80,7 +75,7 @@ def main() -> None:
         for n, p in model.named_parameters():
             if n in start:
                 p.copy_(start[n])
-    first = len(ft.decoder_layers(model)[1]) - cfg.adapt_layers
+    first = ft.first_adapted_layer(model, cfg.adapt_layers)
     t0 = time.perf_counter()
     trunk = ft.Trunk.build(lm, enc, groups, first)
     build_s = time.perf_counter() - t0

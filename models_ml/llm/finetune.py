@@ -132,10 +132,16 @@ def decoder_layers(model) -> tuple[str, torch.nn.ModuleList]:
     raise base_lm.BaseModelError("cannot find the decoder layers of the base model")
 
 
+def first_adapted_layer(model, adapt_layers: int) -> int:
+    """Index of the lowest decoder layer with LoRA (0: all of them)."""
+    n = len(decoder_layers(model)[1])
+    return 0 if adapt_layers <= 0 else max(0, n - adapt_layers)
+
+
 def lora_targets(model, adapt_layers: int) -> list[str]:
     name, layers = decoder_layers(model)
     n = len(layers)
-    first = 0 if adapt_layers <= 0 else max(0, n - adapt_layers)
+    first = first_adapted_layer(model, adapt_layers)
     return [
         f"{name}.{i}.{sub}"
         for i in range(first, n)
@@ -285,6 +291,19 @@ def batch_loss(lm: LM, enc: PromptEncoder, groups: Sequence[Group], trunk: "Trun
     y = torch.tensor([t for a in answers for t in a[1:]], device=dev)
     nll = nll + torch.nn.functional.cross_entropy(lm.logits(out.answers[r_idx, p_idx]), y, reduction="sum")
     return nll / (len(answers) + int(y.numel()))
+
+
+def train_step(lm: LM, enc: PromptEncoder, batch: Sequence[Group], params, opt: torch.optim.Optimizer,
+               cfg: "FinetuneConfig", trunk: "Trunk | None" = None, sched=None) -> float:
+    """One optimiser step on ``batch`` (gradients clipped to ``cfg.max_grad_norm``); its loss."""
+    loss = batch_loss(lm, enc, batch, trunk)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+    opt.step()
+    if sched is not None:
+        sched.step()
+    opt.zero_grad(set_to_none=True)
+    return float(loss.detach())
 
 
 class Trunk:
@@ -482,11 +501,11 @@ def finetune(
     record(0, None)  # the zero-shot model
     groups = group_examples(examples)
     trunk = None
-    first = len(decoder_layers(model)[1]) - cfg.adapt_layers
+    first = first_adapted_layer(model, cfg.adapt_layers)
     # The build costs about one forward pass of every prompt (bench/finetune_step.py: it
     # paid for itself after 2/3 of an epoch of steps): short runs go without it.
     pays = cfg.steps * cfg.batch_histories >= len(groups)
-    if cfg.cache_trunk and pays and cfg.adapt_layers > 0 and first > 0 and lm.splittable():
+    if cfg.cache_trunk and pays and first > 0 and lm.splittable():
         t_trunk = time.perf_counter()
         trunk = Trunk.build(lm, enc, groups, first)
         trunk_info = {"first_adapted_layer": first, "floats": trunk.n_floats,
@@ -500,13 +519,7 @@ def finetune(
     bar = tqdm(range(1, cfg.steps + 1), desc="LoRA fine-tuning", disable=not progress, unit="step")
     for step in bar:
         idx = order[(step - 1) * cfg.batch_histories : step * cfg.batch_histories]
-        loss = batch_loss(lm, enc, [groups[i] for i in idx], trunk)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        losses.append(train_step(lm, enc, [groups[i] for i in idx], params, opt, cfg, trunk, sched))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         if step % cfg.eval_every == 0 or step == cfg.steps:
             record(step, float(np.mean(losses)))
