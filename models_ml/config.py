@@ -422,6 +422,13 @@ def llm_evidence() -> int:
     return env_int("IE_LLM_EVIDENCE", 0, minimum=0)
 
 
+def llm_residual() -> float:
+    """IE_LLM_RESIDUAL: tau of residual fine-tuning (models_ml.llm.residual), the training
+    pairs resampled by weights p_counts(next | history) ** -tau so the model learns what
+    the counts miss; 0 (the default) trains on the pairs as they are."""
+    return env_float("IE_LLM_RESIDUAL", 0.0, minimum=0.0)
+
+
 def zero_shot_enabled() -> bool:
     """IE_ZERO_SHOT (default 1): also score every history with the base model alone
     (the zero_shot policy); `make evaluate` turns it off for its comparison runs."""

@@ -88,6 +88,22 @@ def read_counts(con: duckdb.DuckDBPyConnection, level: int, k: int) -> pl.DataFr
     )
 
 
+def _chain(p0: np.ndarray, one: np.ndarray, beta: float, hist: np.ndarray | None = None,
+           alpha: float | None = None) -> np.ndarray:
+    """p1 of the chain above from one cluster's successor counts ``one``, and with
+    ``alpha`` p2 from the history's counts ``hist`` on top (history not yet excluded)."""
+    p = (one + beta * p0) / (one.sum() + beta)
+    if alpha is not None:
+        p = (hist + alpha * p) / (hist.sum() + alpha)
+    return p
+
+
+def _exclude(p: np.ndarray, cols: Sequence[int]) -> np.ndarray:
+    p = p.copy()
+    p[list(cols)] = 0.0
+    return p / p.sum()
+
+
 def _back_off(counts: SuccessorCounts, histories: Sequence[Sequence[int]], alpha: float | None, beta: float,
               pick: int) -> np.ndarray:
     """(H, C) p1(c | h[pick]) of the chain above, and with ``alpha`` p2(c | h) on top; the
@@ -99,13 +115,42 @@ def _back_off(counts: SuccessorCounts, histories: Sequence[Sequence[int]], alpha
     out = np.empty((len(histories), size))
     for i, h in enumerate(histories):
         h = tuple(int(c) for c in h)
-        one = counts.by_last.get(h[pick], zeros)
-        p = (one + beta * p0) / (one.sum() + beta)
-        if alpha is not None:
-            hist = counts.by_history.get(h, zeros)
-            p = (hist + alpha * p) / (hist.sum() + alpha)
-        p[[where[c] for c in h]] = 0.0
-        out[i] = p / p.sum()
+        p = _chain(p0, counts.by_last.get(h[pick], zeros), beta, counts.by_history.get(h, zeros), alpha)
+        out[i] = _exclude(p, [where[c] for c in h])
+    return out
+
+
+Move = tuple[object, tuple[int, ...], int]  # (user, history, next cluster)
+
+
+def leave_user_out_probs(counts: SuccessorCounts, moves: Sequence[Move], examples: Sequence[Move], alpha: float,
+                         beta: float) -> np.ndarray:
+    """(E,) markov_smoothed p(next | history) of each example (user, history, next), with
+    that user's own ``moves`` taken out of every count of the chain (the history's, its
+    last cluster's and popularity's). ``moves`` must be the transitions ``counts`` were
+    made of (successor_counts.n_fit: the fit fold's), so what an example is scored
+    with never includes the example itself, nor anything else its user did."""
+    size = len(counts.cluster_ids)
+    where = counts.index
+    own_hist: dict[tuple, np.ndarray] = {}
+    own_last: dict[tuple, np.ndarray] = {}
+    own_all: dict[object, np.ndarray] = {}
+    for user, h, c in moves:
+        h, j = tuple(int(x) for x in h), where[int(c)]
+        for table, key in ((own_hist, (user, h)), (own_last, (user, h[-1])), (own_all, user)):
+            table.setdefault(key, np.zeros(size))[j] += 1.0
+    zeros = np.zeros(size)
+    out = np.empty(len(examples))
+    for i, (user, h, c) in enumerate(examples):
+        h = tuple(int(x) for x in h)
+        overall = counts.overall - own_all.get(user, zeros)
+        if (overall < 0).any():
+            raise ValueError(f"user {user!r} has more moves than the counts hold: moves and counts must be the same fold")
+        p0 = _add_one(overall)
+        one = counts.by_last.get(h[-1], zeros) - own_last.get((user, h[-1]), zeros)
+        hist = counts.by_history.get(h, zeros) - own_hist.get((user, h), zeros)
+        p = _exclude(_chain(p0, one, beta, hist, alpha), [where[x] for x in h])
+        out[i] = p[where[int(c)]]
     return out
 
 
@@ -216,7 +261,11 @@ def fitted(count_rows: pl.DataFrame, cluster_ids: Iterable[int], validation: pl.
 
 def popularity_prior(c: SuccessorCounts) -> np.ndarray:
     """p0: add-one popularity of the next cluster (the last back-off of smoothed_probs)."""
-    return (c.overall + 1.0) / (c.overall.sum() + len(c.cluster_ids))
+    return _add_one(c.overall)
+
+
+def _add_one(overall: np.ndarray) -> np.ndarray:
+    return (overall + 1.0) / (overall.sum() + len(overall))
 
 
 def lookup_rows(

@@ -133,6 +133,12 @@ def test_accuracy_metrics_by_hand(evaluated):
     assert m[("llm", "recall_at_1__seen_0")][:1] + (m[("llm", "recall_at_1__seen_0")][3],) == (0.0, 1)
     assert m[("llm", "recall_at_1__seen_1_4")][0] == pytest.approx(0.5)
     assert m[("markov", "recall_at_1__seen_0")][0] == 1.0
+    # seen 0-4, the two together: here every eval transition (no history seen 5+ times)
+    assert m[("llm", "recall_at_1__seen_0_4")][0] == pytest.approx(1 / 3)
+    assert m[("llm", "recall_at_1__seen_0_4")][3] == 3
+    assert m[("markov", "mrr__seen_0_4")][0] == pytest.approx((1 + 1 + 1 / 3) / 3)
+    assert m[("llm", "diff_recall_at_1_vs_markov__seen_0_4")][0] == pytest.approx(1 / 3 - 2 / 3)
+    assert ("llm", "recall_at_1__seen_5_plus") not in m
     # zero_shot lists clusters by id: [10, 11] -> 12 first, 13 second, 14 third
     assert m[("zero_shot", "mrr")][0] == pytest.approx((1 + 1 / 2 + 1 / 3) / 3)
 
@@ -272,3 +278,12 @@ def test_fit_smoothing_chooses_weights_on_the_validation_fold():
     assert s.validation_mrr == pytest.approx(0.5) and s.validation_transitions == 1
     with pytest.raises(ValueError, match="validation fold has no transitions"):
         counts.fit_smoothing(c, validation.head(0))
+
+
+def test_report_orders_and_labels_the_seen_segments():
+    from models_ml.cli import report
+
+    got = sorted(["recall_at_5__seen_5_plus", "recall_at_5__seen_0_4", "recall_at_5__seen_1_4", "recall_at_5__seen_0"],
+                 key=report._seen_order)
+    assert got == ["recall_at_5__seen_0", "recall_at_5__seen_0_4", "recall_at_5__seen_1_4", "recall_at_5__seen_5_plus"]
+    assert [report._seen_label(m) for m in got] == ["seen 0", "seen 0-4", "seen 1-4", "seen 5+"]

@@ -268,3 +268,87 @@ def test_the_aligned_lookup_ships_unless_another_mechanism_is_set(monkeypatch):
     monkeypatch.setenv("IE_LLM_MECHANISM", "counts_alignment")  # an ablation, never shipped
     with pytest.raises(ValueError, match="IE_LLM_MECHANISM must be one of"):
         config.llm_mechanism()
+
+
+# residual fine-tuning: fit-fold moves u1 [1,2]->3, u2 [1,2]->3, u3 [1,2]->4, u3 [4,2]->5
+RESIDUAL_MOVES = [("u1", (1, 2), 3), ("u2", (1, 2), 3), ("u3", (1, 2), 4), ("u3", (4, 2), 5)]
+
+
+def _residual_counts() -> counts.SuccessorCounts:
+    # the counts of exactly those moves (successor_counts.n_fit)
+    return _counts([("history", [1, 2], 3, 2, 2), ("history", [1, 2], 4, 1, 1), ("history", [4, 2], 5, 1, 1),
+                    ("last_cluster", [2], 3, 2, 2), ("last_cluster", [2], 4, 1, 1), ("last_cluster", [2], 5, 1, 1),
+                    ("all", [], 3, 2, 2), ("all", [], 4, 1, 1), ("all", [], 5, 1, 1)])
+
+
+def test_leave_user_out_probs_take_the_users_moves_out_of_every_count():
+    examples = [("u1", (1, 2), 3), ("u3", (1, 2), 4)]
+    got = counts.leave_user_out_probs(_residual_counts(), RESIDUAL_MOVES, examples, alpha=1.0, beta=1.0)
+    # u1 -> 3, without u1's move: popularity (0+1, 0+1, 1+1, 1+1, 1+1) / (3 + 5);
+    # last cluster 2 has {3: 1, 4: 1, 5: 1}: p1 = (one + p0) / 4 = (1, 1, 10, 10, 10) / 32;
+    # history {3: 1, 4: 1}: p2 = (hist + p1) / 3 ~ (1, 1, 42, 42, 10); 1 and 2 excluded: 42 / 94
+    # u3 -> 4, without both of u3's moves: p0 = (1, 1, 3, 1, 1) / 7; last {3: 2}:
+    # p1 = (1, 1, 17, 1, 1) / 21; history {3: 2}: p2 ~ (1, 1, 59, 1, 1); excluded: 1 / 61
+    np.testing.assert_allclose(got, [42 / 94, 1 / 61])
+    # without taking anything out, u3's move to 4 is the history's own count
+    plain = counts.smoothed_probs(_residual_counts(), [(1, 2)], 1.0, 1.0)[0]
+    assert plain[3] > 0.2 > got[1]
+    with pytest.raises(ValueError, match="same fold"):
+        counts.leave_user_out_probs(_residual_counts(), RESIDUAL_MOVES * 2, examples, 1.0, 1.0)
+
+
+def test_residual_resampling_keeps_each_historys_size_and_follows_the_weights():
+    from models_ml.llm import residual
+
+    hist = [(1, 2), (1, 2), (1, 2), (4, 2)]
+    p = np.array([42 / 94, 42 / 94, 1 / 61, 0.5])
+    # tau = 1: weights 94/42, 94/42, 61 on [1, 2]; cumulative x 3 / 65.48 = 0.103, 0.205, 3:
+    # the points 0.5, 1.5, 2.5 all fall on the third row; [4, 2] keeps its one row
+    assert residual.resample(hist, residual.weights(p, 1.0)) == [2, 2, 2, 3]
+    # tau = 0.5: 1.496, 1.496, 7.810; cumulative x 3 / 10.80 = 0.415, 0.831, 3: rows 1, 2, 2
+    assert residual.resample(hist, residual.weights(p, 0.5)) == [1, 2, 2, 3]
+    # tau = 0: the pairs as they are
+    assert residual.resample(hist, residual.weights(p, 0.0)) == [0, 1, 2, 3]
+    np.testing.assert_allclose(residual.weights(np.array([0.0]), 1.0), [1e6])  # the floor
+
+
+def test_with_residual_resamples_the_fit_folds_training_pairs(tmp_path, monkeypatch):
+    from models_ml import config
+    from models_ml import warehouse as wh
+    from models_ml.llm import pipeline
+
+    rows = [(u, list(h), c, "train", "fit") for u, h, c in RESIDUAL_MOVES] + [
+        ("u4", [1, 2], 3, "train", "validation"), ("u5", [1, 2], 3, "eval", None)]
+    nte = pl.DataFrame(rows, schema={"user_id": pl.String, "history": pl.List(pl.Int32), "next_cluster_id": pl.Int32,
+                                     "split": pl.String, "fold": pl.String}, orient="row").with_columns(
+        level=pl.lit(2, pl.Int32), k=pl.lit(2, pl.Int32), next_events=pl.lit(1))
+    frame = pl.DataFrame(  # _residual_counts() as successor_counts rows
+
+        [(2, 2, ctx, h, c, n, n) for ctx, h, c, n in [
+            ("history", [1, 2], 3, 2), ("history", [1, 2], 4, 1), ("history", [4, 2], 5, 1),
+            ("last_cluster", [2], 3, 2), ("last_cluster", [2], 4, 1), ("last_cluster", [2], 5, 1),
+            ("all", [], 3, 2), ("all", [], 4, 1), ("all", [], 5, 1)]],
+        schema={"level": pl.Int32, "k": pl.Int32, "context": pl.String, "history": pl.List(pl.Int32),
+                "next_cluster_id": pl.Int32, "n_train": pl.Int64, "n_fit": pl.Int64}, orient="row")
+    assert counts.counts_from_frame(frame, IDS, "n_fit").by_last[2].tolist() == _residual_counts().by_last[2].tolist()
+    clusters = pl.DataFrame({"level": 2, "cluster_id": IDS.tolist(), "parent_cluster_id": 0,
+                             "description": ["a", "b", "c", "d", "e"], "n_items": 1},
+                            schema_overrides={"level": pl.Int32, "cluster_id": pl.Int32})
+    db = tmp_path / "w.duckdb"
+    with wh.connect(db) as con:
+        wh.write_tables(con, {config.CLUSTERS: clusters, config.NOVEL_TRANSITION_EXAMPLES: nte,
+                              config.TRAINING_PAIRS: nte.drop("next_events"), config.SUCCESSOR_COUNTS: frame})
+        inputs = pipeline.read_inputs(con, 2, 2)
+        assert pipeline.with_residual(con, inputs, 0.0) is inputs
+        got = pipeline.with_residual(con, inputs, 1.0)
+        monkeypatch.setenv("IE_LLM_RESIDUAL", "1")
+        monkeypatch.setenv("IE_LLM_EVIDENCE", "2")
+        with pytest.raises(ValueError, match="cannot be combined"):
+            pipeline.read_llm_inputs(con, 2, 2)
+    # the validation fold's one transition ([1, 2] -> 3) ranks 3 first under every
+    # smoothing, so the grid's smallest (0.01, 0.01) wins the tie; then u3's move to 4,
+    # without u3, has p ~ 0.01 * 0.01 * (1/7) / 2.01 / 2.01 (~3.5e-6) against ~0.5 for the
+    # moves to 3: all three rows of [1, 2] become its move to 4; [4, 2] keeps its one row
+    pairs = sorted((tuple(h), n) for h, n in got.train_pairs.iter_rows())
+    assert pairs == [((1, 2), 4)] * 3 + [((4, 2), 5)]
+    assert got.train_pairs.columns == ["history", "next_cluster_id"]

@@ -91,6 +91,17 @@ def _plot_recall_curves(ev: pl.DataFrame, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _seen_order(metric: str) -> tuple[int, int]:
+    """Segments by their lower bound, a segment before the wider one it starts
+    (seen_0, seen_0_4, seen_1_4, seen_5_plus)."""
+    parts = metric.split("__seen_")[1].split("_")
+    return int(parts[0]), len(parts)
+
+
+def _seen_label(metric: str) -> str:
+    return metric.split("__")[1].replace("seen_", "seen ").replace("_plus", "+").replace("_", "-")
+
+
 def _plot_by_seen(ev: pl.DataFrame, m: int, path: Path, title: str) -> None:
     import matplotlib
 
@@ -98,7 +109,7 @@ def _plot_by_seen(ev: pl.DataFrame, m: int, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     rows = ev.filter(pl.col("metric").str.starts_with(f"recall_at_{m}__seen_"))
-    segments = sorted(rows["metric"].unique().to_list(), key=lambda s: int(s.split("__seen_")[1].split("_")[0]))
+    segments = sorted(rows["metric"].unique().to_list(), key=_seen_order)
     policies = _policies(rows)
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / max(len(policies), 1)
@@ -112,7 +123,7 @@ def _plot_by_seen(ev: pl.DataFrame, m: int, path: Path, title: str) -> None:
             errs[1].append((hi if hi is not None else v) - v)
         ax.bar([j + i * width for j in range(len(segments))], vals, width, yerr=errs, capsize=2, label=policy)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(segments))])
-    ax.set_xticklabels([s.split("__")[1].replace("_", " ") for s in segments])
+    ax.set_xticklabels([_seen_label(s) for s in segments])
     ax.set_ylabel(f"recall@{m} (95% CI)")
     ax.set_title(title)
     ax.legend(fontsize=8)
@@ -172,7 +183,7 @@ def build_report(con, out_dir: Path | None = None) -> Report:
             _plot_by_seen(ev, m_seen, img, f"recall@{m_seen} by how often the history was seen in train ({split_mode})")
             report.images[f"recall_by_seen_{split_mode}"] = img
             seen_metrics = sorted({m for m in ev["metric"].to_list() if m.startswith(f"recall_at_{m_seen}__seen_")},
-                                  key=lambda s: int(s.split("__seen_")[1].split("_")[0]))
+                                  key=_seen_order)
             lines += [f"![recall curves]({f'recall_curves_{split_mode}.png'}) ![by history frequency]({f'recall_by_seen_{split_mode}.png'})",
                       "", _metric_table(ev, seen_metrics), ""]
         balance = ["distinct_top1", "top1_entropy", "top1_gini", "users_with_unconsumed_suggestion",

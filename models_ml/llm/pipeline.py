@@ -23,7 +23,7 @@ from models_ml import warehouse as wh
 from models_ml.llm import base as base_lm
 from models_ml.llm import finetune as ft
 from models_ml import counts
-from models_ml.llm import alignment, evaluation, fusion, pairs, prompts
+from models_ml.llm import alignment, evaluation, fusion, pairs, prompts, residual
 from models_ml.llm.decoding import LM
 from models_ml.llm.finetune import LlmInputs
 from models_ml.llm.tokens import PromptEncoder, level_descriptions
@@ -71,9 +71,46 @@ def read_inputs(con: duckdb.DuckDBPyConnection, level: int, k: int) -> LlmInputs
 
 
 def read_llm_inputs(con: duckdb.DuckDBPyConnection, level: int, k: int) -> LlmInputs:
-    """:func:`read_inputs` with the configured prompt evidence (IE_LLM_EVIDENCE)."""
+    """:func:`read_inputs` with the configured prompt evidence (IE_LLM_EVIDENCE) or
+    residual resampling of the training pairs (IE_LLM_RESIDUAL)."""
     inputs = read_inputs(con, level, k)
-    return with_evidence(con, inputs, config.llm_evidence(), lookup_histories(inputs))
+    evidence, tau = config.llm_evidence(), config.llm_residual()
+    if evidence > 0 and tau > 0:
+        raise ValueError("IE_LLM_EVIDENCE and IE_LLM_RESIDUAL cannot be combined: set one of them to 0")
+    inputs = with_residual(con, inputs, tau)
+    return with_evidence(con, inputs, evidence, lookup_histories(inputs))
+
+
+def _fit_fold(con: duckdb.DuckDBPyConnection, table: str, inputs: LlmInputs) -> pl.DataFrame:
+    """(user_id, history, next_cluster_id) of ``table``'s fit fold at the inputs' level and K."""
+    return wh.query(
+        con,
+        f"""select user_id, history, next_cluster_id from {table}
+            where level = ? and k = ? and split = 'train' and fold = 'fit' order by all""",
+        [inputs.level, inputs.k],
+    )
+
+
+def with_residual(con: duckdb.DuckDBPyConnection, inputs: LlmInputs, tau: float) -> LlmInputs:
+    """``inputs`` with the training pairs resampled towards what the smoothed counts get
+    wrong (models_ml.llm.residual): weights p_counts(next | history) ** -tau, p_counts
+    from the fit fold's counts without the example's own user; ``tau`` 0 leaves them."""
+    if tau <= 0:
+        return inputs
+    count_rows = counts.read_counts(con, inputs.level, inputs.k)
+    model = counts.fitted(count_rows, inputs.descriptions, inputs.validation_transitions)
+
+    def moves_of(frame: pl.DataFrame) -> list[counts.Move]:
+        return [(u, tuple(int(c) for c in h), int(n)) for u, h, n in frame.iter_rows()]
+
+    moves = moves_of(_fit_fold(con, config.NOVEL_TRANSITION_EXAMPLES, inputs))
+    pairs_frame = _fit_fold(con, config.TRAINING_PAIRS, inputs)
+    if pairs_frame.height != inputs.train_pairs.height:
+        raise ValueError(f"{config.TRAINING_PAIRS} changed while the LLM inputs were read; re-run")
+    examples = moves_of(pairs_frame)
+    p = counts.leave_user_out_probs(model.fit, moves, examples, model.smoothing.alpha, model.smoothing.beta)
+    keep = residual.resample([h for _, h, _ in examples], residual.weights(p, tau))
+    return replace(inputs, train_pairs=pairs_frame[keep].select("history", "next_cluster_id"))
 
 
 def with_evidence(con: duckdb.DuckDBPyConnection, inputs: LlmInputs, n: int,
@@ -85,12 +122,7 @@ def with_evidence(con: duckdb.DuckDBPyConnection, inputs: LlmInputs, n: int,
     if n <= 0:
         return inputs
     fit = counts.counts_from_frame(counts.read_counts(con, inputs.level, inputs.k), inputs.descriptions, "n_fit")
-    own = wh.query(
-        con,
-        f"""select user_id, history, next_cluster_id from {config.NOVEL_TRANSITION_EXAMPLES}
-            where level = ? and k = ? and split = 'train' and fold = 'fit' order by all""",
-        [inputs.level, inputs.k],
-    )
+    own = _fit_fold(con, config.NOVEL_TRANSITION_EXAMPLES, inputs)
     mine: dict[tuple, dict[int, int]] = {}
     for user, h, c in own.iter_rows():
         slot = mine.setdefault((user, tuple(int(x) for x in h)), {})

@@ -59,6 +59,8 @@ def llm_finetune(context: AssetExecutionContext, warehouse: WarehouseResource) -
     context.log.info(
         f"fine-tuning on {inputs.train_pairs.height} pairs, {len(inputs.descriptions)} clusters "
         f"(level {level}, k {k}), {cfg.steps} steps"
+        + (f", resampled towards what the counts miss (IE_LLM_RESIDUAL={config.llm_residual():g})"
+           if config.llm_residual() > 0 else "")
     )
 
     def log_point(p) -> None:

@@ -24,6 +24,8 @@
 {%- set depth = var('lookup_depth') | int -%}
 {%- set baselines = ['markov', 'markov_smoothed', 'popularity', 'zero_shot', 'counts_alignment'] -%}
 {%- set segments = ['seen_0', 'seen_' ~ bounds[0] ~ '_' ~ (bounds[1] - 1), 'seen_' ~ bounds[1] ~ '_plus'] -%}
+{#- the first two together: every history seen fewer than bounds[1] times, where counts are thin -#}
+{%- set thin = 'seen_0_' ~ (bounds[1] - 1) -%}
 
 with
 
@@ -172,7 +174,8 @@ found as (
 
 per_user as (
 
-    -- each user's transitions per policy, overall ('all') and per history segment
+    -- each user's transitions per policy, overall ('all'), per history segment and on
+    -- the thin segments together
     select
         policy,
         segment,
@@ -187,6 +190,9 @@ per_user as (
         select policy, segment, user_id, rank from found
         union all
         select policy, 'all' as segment, user_id, rank from found
+        union all
+        select policy, '{{ thin }}' as segment, user_id, rank from found
+        where segment in ('{{ segments[0] }}', '{{ segments[1] }}')
     ) as segmented
 
     group by policy, segment, user_id
