@@ -112,6 +112,32 @@ def test_alignment_learns_the_feature_users_stay_with_and_reranks_only_the_top()
     assert out[4] < out[1] and out.sum() == pytest.approx(1.0)
 
 
+def test_alignment_keeps_the_llm_weights_nonnegative():
+    from models_ml.llm import alignment
+
+    rng = np.random.default_rng(1)
+    n, c = 300, 5
+    x = rng.normal(size=(n, c, 3))
+    # users go where feature 2 is high and feature 0 (the "LLM") is low
+    target = (x[:, :, 2] - 0.7 * x[:, :, 0]).argmax(axis=1)
+    allowed, w = np.ones((n, c), dtype=bool), np.ones(n)
+    free = alignment.fit(x, allowed, target, w)
+    assert free.weights[0] < -0.5  # unconstrained, the scorer inverts feature 0
+    held = alignment.fit(x, allowed, target, w, nonnegative=(0, 1))
+    # with features 0 and 1 kept >= 0, feature 0 is held at exactly 0 and the rest is the
+    # fit without it; feature 1 (noise) is not pushed negative
+    assert held.weights[0] == 0.0 and held.weights[1] >= 0.0
+    alone = alignment.fit(x[..., 1:], allowed, target, w, nonnegative=(0,))
+    np.testing.assert_allclose(held.weights[1:], alone.weights, atol=1e-6)
+    assert held.validation_loss >= free.validation_loss
+    # where the constrained weight comes out positive anyway, the constraint changes nothing
+    target_pos = (x[:, :, 2] + 0.7 * x[:, :, 0]).argmax(axis=1)
+    a = alignment.fit(x[..., [0, 2]], allowed, target_pos, w)
+    b = alignment.fit(x[..., [0, 2]], allowed, target_pos, w, nonnegative=(0,))
+    assert a.weights[0] > 0.5
+    np.testing.assert_allclose(a.weights, b.weights)
+
+
 def test_first_cluster_probs_back_off_from_the_first_clusters_successors():
     # successors of 1 (as a last cluster): 3 three times, 4 once; overall 1:2, 2:2, 3:3, 4:1
     ids = np.array([1, 2, 3, 4])

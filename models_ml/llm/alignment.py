@@ -25,6 +25,7 @@ ablation, re-ranking the smoothed counts' first n): what the LLM adds is the dif
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -71,9 +72,34 @@ def features(p_llm: np.ndarray | None, p_counts: np.ndarray, n_history: np.ndarr
     return np.stack(cols, axis=-1)
 
 
-def fit(x: np.ndarray, allowed: np.ndarray, target: np.ndarray, weight: np.ndarray) -> Alignment:
+def fit(x: np.ndarray, allowed: np.ndarray, target: np.ndarray, weight: np.ndarray,
+        nonnegative: Sequence[int] = ()) -> Alignment:
     """Conditional logit: ``x`` (N, C, F) features, ``allowed`` (N, C) candidates,
-    ``target`` (N,) column of the cluster the user went to, ``weight`` (N,)."""
+    ``target`` (N,) column of the cluster the user went to, ``weight`` (N,).
+
+    The weights of the features ``nonnegative`` (the LLM's log-probabilities) stay >= 0:
+    the scorer may trust a model or ignore it, never invert it. A negative weight on a
+    few hundred validation transitions is noise fitted, and measured to hurt on held-out
+    users (ml-latest-small, histories seen 1-4 times: -0.20 there, 3.5 points of recall@5
+    below the scorer without the LLM). The problem is convex, so its constrained optimum
+    is the best of the fits that hold a subset of those weights at 0 and leave the rest
+    >= 0 (one fit per subset; ties go to the fewer zeros)."""
+    size = x.shape[-1]
+    best: tuple[np.ndarray, float] | None = None
+    for r in range(len(nonnegative) + 1):
+        for zero in itertools.combinations(nonnegative, r):
+            free = [j for j in range(size) if j not in zero]
+            theta = np.zeros(size)
+            theta[free], loss = _fit(x[..., free], allowed, target, weight)
+            if any(theta[j] < 0 for j in nonnegative):
+                continue
+            if best is None or loss < best[1] - 1e-12:
+                best = (theta, loss)
+    return Alignment(tuple(float(v) for v in best[0]), best[1], int(len(target)))
+
+
+def _fit(x: np.ndarray, allowed: np.ndarray, target: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, float]:
+    """The unconstrained fit: (weights, final penalised loss)."""
     xt = torch.tensor(x, dtype=torch.float64)
     mask = torch.tensor(allowed)
     y = torch.tensor(target, dtype=torch.long)
@@ -92,7 +118,7 @@ def fit(x: np.ndarray, allowed: np.ndarray, target: np.ndarray, weight: np.ndarr
     with torch.enable_grad():  # callers may run under no_grad (inference)
         opt.step(loss_fn)
         final = float(loss_fn().detach())
-    return Alignment(tuple(float(v) for v in theta.detach()), final, int(len(target)))
+    return theta.detach().numpy().astype(np.float64), final
 
 
 def scores(x: np.ndarray, allowed: np.ndarray, alignment: Alignment, log_p0: np.ndarray | None = None) -> np.ndarray:

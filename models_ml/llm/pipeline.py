@@ -414,7 +414,8 @@ def lookup_variants(
         x_all = alignment.features(p_llm_all if with_llm else None, p_counts_all, n_all, first_all, p0_all,
                                    seen_all, seg_all, sim_all)
         fitted_alignment, aligned_all = _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where,
-                                               np.log(p0_fit), np.log(p0_all), m, min_distinct)
+                                               np.log(p0_fit), np.log(p0_all), m, min_distinct,
+                                               nonnegative=range(len(alignment.LLM_FEATURES)) if with_llm else ())
         if with_llm:
             version = f"{base_version}+aligned-{fitted_alignment.digest()}-{chosen.digest()}-{counts_version}"
             out[name] = LookupVariant("llm_alignment", rows_of(aligned_all, version), chosen, fitted_alignment)
@@ -425,9 +426,10 @@ def lookup_variants(
 
 
 def _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where, log_p0_fit, log_p0_all, m,
-           min_distinct) -> tuple[alignment.Alignment, np.ndarray]:
+           min_distinct, nonnegative=()) -> tuple[alignment.Alignment, np.ndarray]:
     """The alignment scorer fitted on the validation transitions whose target is in the
-    base lookup's first m, then the popularity discount by the fusion's balance rule:
+    base lookup's first m (the weights of the features ``nonnegative`` kept >= 0), then
+    the popularity discount by the fusion's balance rule:
     the best validation recall among the discounts that keep at least ``min_distinct``
     distinct top-1 clusters. Returns the scorer and every history's re-ranked lookup."""
     top_val = np.argsort(-base_val, axis=1, kind="stable")[:, :m]
@@ -436,7 +438,8 @@ def _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where, lo
     allowed &= base_val > 0
     target_col = np.array([where[int(t)] for t in targets])
     inside = allowed[np.arange(len(targets)), target_col]
-    fitted_alignment = alignment.fit(x_val[inside], allowed[inside], target_col[inside], engagement[inside])
+    fitted_alignment = alignment.fit(x_val[inside], allowed[inside], target_col[inside], engagement[inside],
+                                     nonnegative=tuple(nonnegative))
     best = None
     for gamma in fusion.DEBIAS_GRID:
         candidate = replace(fitted_alignment, debias=gamma)
