@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -209,28 +210,37 @@ def test_top_successors_leave_the_users_own_moves_out():
     assert counts.top_successors(c, (2, 1), 3) == ()
 
 
-def test_training_evidence_leaves_the_examples_own_user_out(tmp_path):
+def _fit_fold_warehouse(tmp_path, rows, count_rows: pl.DataFrame, cluster_ids) -> Path:
+    """A warehouse of novel_transition_examples ``rows`` (user, history, next, split,
+    fold; training_pairs the same rows), successor_counts ``count_rows`` and clusters."""
     from models_ml import config
+    from models_ml import warehouse as wh
+
+    nte = pl.DataFrame(rows, schema={"user_id": pl.String, "history": pl.List(pl.Int32), "next_cluster_id": pl.Int32,
+                                     "split": pl.String, "fold": pl.String}, orient="row").with_columns(
+        level=pl.lit(2, pl.Int32), k=pl.lit(2, pl.Int32), next_events=pl.lit(1))
+    clusters = pl.DataFrame({"level": 2, "cluster_id": list(cluster_ids), "parent_cluster_id": 0,
+                             "description": [f"c{c}" for c in cluster_ids], "n_items": 1},
+                            schema_overrides={"level": pl.Int32, "cluster_id": pl.Int32})
+    db = tmp_path / "w.duckdb"
+    with wh.connect(db) as con:
+        wh.write_tables(con, {config.CLUSTERS: clusters, config.NOVEL_TRANSITION_EXAMPLES: nte,
+                              config.TRAINING_PAIRS: nte.drop("next_events"), config.SUCCESSOR_COUNTS: count_rows})
+    return db
+
+
+def test_training_evidence_leaves_the_examples_own_user_out(tmp_path):
     from models_ml import warehouse as wh
     from models_ml.llm import pipeline
 
     # fit fold: u1 [0,1]->2, u2 [0,1]->2, u3 [0,1]->3; validation u4 [0,1]->4; eval u5
     rows = [("u1", [0, 1], 2, "train", "fit"), ("u2", [0, 1], 2, "train", "fit"), ("u3", [0, 1], 3, "train", "fit"),
             ("u4", [0, 1], 4, "train", "validation"), ("u5", [0, 1], 4, "eval", None)]
-    nte = pl.DataFrame(rows, schema={"user_id": pl.String, "history": pl.List(pl.Int32), "next_cluster_id": pl.Int32,
-                                     "split": pl.String, "fold": pl.String}, orient="row").with_columns(
-        level=pl.lit(2, pl.Int32), k=pl.lit(2, pl.Int32), next_events=pl.lit(1))
     counts_rows = pl.DataFrame(
         [(2, 2, "history", [0, 1], 2, 2, 2), (2, 2, "history", [0, 1], 3, 1, 1), (2, 2, "history", [0, 1], 4, 1, 0)],
         schema={"level": pl.Int32, "k": pl.Int32, "context": pl.String, "history": pl.List(pl.Int32),
                 "next_cluster_id": pl.Int32, "n_train": pl.Int64, "n_fit": pl.Int64}, orient="row")
-    clusters = pl.DataFrame({"level": 2, "cluster_id": [0, 1, 2, 3, 4], "parent_cluster_id": 0,
-                             "description": ["a", "b", "c", "d", "e"], "n_items": 1},
-                            schema_overrides={"level": pl.Int32, "cluster_id": pl.Int32})
-    db = tmp_path / "w.duckdb"
-    with wh.connect(db) as con:
-        wh.write_tables(con, {config.CLUSTERS: clusters, config.NOVEL_TRANSITION_EXAMPLES: nte,
-                              config.TRAINING_PAIRS: nte.drop("next_events"), config.SUCCESSOR_COUNTS: counts_rows})
+    with wh.connect(_fit_fold_warehouse(tmp_path, rows, counts_rows, range(5))) as con:
         inputs = pipeline.read_inputs(con, 2, 2)
         ev = pipeline.with_evidence(con, inputs, 2, [(0, 1)])
     got = {(tuple(h), n): [tuple(e) for e in evs] for h, n, evs in ev.train_pairs.iter_rows()}
@@ -339,17 +349,12 @@ def test_residual_resampling_keeps_each_historys_size_and_follows_the_weights():
 
 
 def test_with_residual_resamples_the_fit_folds_training_pairs(tmp_path, monkeypatch):
-    from models_ml import config
     from models_ml import warehouse as wh
     from models_ml.llm import pipeline
 
     rows = [(u, list(h), c, "train", "fit") for u, h, c in RESIDUAL_MOVES] + [
         ("u4", [1, 2], 3, "train", "validation"), ("u5", [1, 2], 3, "eval", None)]
-    nte = pl.DataFrame(rows, schema={"user_id": pl.String, "history": pl.List(pl.Int32), "next_cluster_id": pl.Int32,
-                                     "split": pl.String, "fold": pl.String}, orient="row").with_columns(
-        level=pl.lit(2, pl.Int32), k=pl.lit(2, pl.Int32), next_events=pl.lit(1))
     frame = pl.DataFrame(  # _residual_counts() as successor_counts rows
-
         [(2, 2, ctx, h, c, n, n) for ctx, h, c, n in [
             ("history", [1, 2], 3, 2), ("history", [1, 2], 4, 1), ("history", [4, 2], 5, 1),
             ("last_cluster", [2], 3, 2), ("last_cluster", [2], 4, 1), ("last_cluster", [2], 5, 1),
@@ -357,13 +362,7 @@ def test_with_residual_resamples_the_fit_folds_training_pairs(tmp_path, monkeypa
         schema={"level": pl.Int32, "k": pl.Int32, "context": pl.String, "history": pl.List(pl.Int32),
                 "next_cluster_id": pl.Int32, "n_train": pl.Int64, "n_fit": pl.Int64}, orient="row")
     assert counts.counts_from_frame(frame, IDS, "n_fit").by_last[2].tolist() == _residual_counts().by_last[2].tolist()
-    clusters = pl.DataFrame({"level": 2, "cluster_id": IDS.tolist(), "parent_cluster_id": 0,
-                             "description": ["a", "b", "c", "d", "e"], "n_items": 1},
-                            schema_overrides={"level": pl.Int32, "cluster_id": pl.Int32})
-    db = tmp_path / "w.duckdb"
-    with wh.connect(db) as con:
-        wh.write_tables(con, {config.CLUSTERS: clusters, config.NOVEL_TRANSITION_EXAMPLES: nte,
-                              config.TRAINING_PAIRS: nte.drop("next_events"), config.SUCCESSOR_COUNTS: frame})
+    with wh.connect(_fit_fold_warehouse(tmp_path, rows, frame, IDS.tolist())) as con:
         inputs = pipeline.read_inputs(con, 2, 2)
         assert pipeline.with_residual(con, inputs, 0.0) is inputs
         got = pipeline.with_residual(con, inputs, 1.0)
