@@ -139,6 +139,32 @@ def test_alignment_keeps_the_llm_weights_nonnegative():
     np.testing.assert_allclose(a.weights, b.weights)
 
 
+def test_cover_top1_promotes_the_cheapest_history_and_keeps_the_first_n():
+    from models_ml.llm import alignment
+
+    probs = np.array([
+        [0.50, 0.30, 0.15, 0.05],  # first 0, then 1
+        [0.60, 0.10, 0.25, 0.05],  # first 0, then 2: promoting 2 costs log(0.6 / 0.25) = 0.88
+        [0.10, 0.70, 0.15, 0.05],  # first 1, cluster 1's only first answer: never given up
+        [0.45, 0.05, 0.40, 0.10],  # first 0, then 2: costs log(0.45 / 0.40) = 0.12, the cheapest
+    ])
+    out, moved = alignment.cover_top1(probs, n=2, floor=1)
+    # cluster 2 (first nowhere) takes history 3; cluster 3 is in no history's first 2, so stays out
+    assert moved == 1
+    np.testing.assert_array_equal(out[3], [0.40, 0.05, 0.45, 0.10])  # 2 first, 0 shifted to second
+    np.testing.assert_array_equal(out[:3], probs[:3])
+    assert sorted(set(out.argmax(axis=1))) == [0, 1, 2]
+    # floor 2: after history 3, cluster 0 is first twice and gives up no more; cluster 1
+    # could only take a history of cluster 0's, so nothing else moves
+    out2, moved2 = alignment.cover_top1(probs, n=2, floor=2)
+    assert moved2 == 1
+    np.testing.assert_array_equal(out2, out)
+    # a covered lookup is left as it is
+    same, none = alignment.cover_top1(out, n=2, floor=1)
+    assert none == 0
+    np.testing.assert_array_equal(same, out)
+
+
 def test_first_cluster_probs_back_off_from_the_first_clusters_successors():
     # successors of 1 (as a last cluster): 3 three times, 4 once; overall 1:2, 2:2, 3:3, 4:1
     ids = np.array([1, 2, 3, 4])

@@ -41,6 +41,7 @@ COUNT_FEATURES = ("log_p_counts", "seen_x_log_p_counts", "log1p_n_history", "log
 FEATURES = LLM_FEATURES + COUNT_FEATURES
 L2 = 1e-2
 STEPS = 300
+TOP1_FLOOR = 1  # histories each cluster answers first, at least, where it is in some history's first n (cover_top1)
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,13 @@ class Alignment:
     validation_loss: float
     transitions: int
     debias: float = 0.0  # gamma: scores x p0 ** -gamma, for balance (fusion.DEBIAS_GRID)
+    top1_floor: int = 0  # cover_top1's floor on the final lookup (0: none)
+    floor_moves: int = 0  # histories whose first answer the floor changed
 
     def digest(self) -> str:
         key = (tuple(round(w, 6) for w in self.weights), self.debias)
+        if self.top1_floor:
+            key += (self.top1_floor,)
         return hashlib.sha256(repr(key).encode()).hexdigest()[:8]
 
 
@@ -145,6 +150,48 @@ def rerank_top(base: np.ndarray, aligned: np.ndarray, n: int) -> np.ndarray:
         weights = aligned[i, top]
         out[i, top] = base[i, top].sum() * weights / max(weights.sum(), FLOOR)
     return out / out.sum(axis=1, keepdims=True)
+
+
+def cover_top1(probs: np.ndarray, n: int, floor: int = TOP1_FLOOR) -> tuple[np.ndarray, int]:
+    """An exposure floor on the first answers. Online a user is sent to the lookup's
+    first cluster, so a cluster that is first for no history is never explored, however
+    often it is second. Every cluster in some history's first n becomes the first answer
+    of at least ``floor`` histories: greedily the cheapest promotion first, its cost the
+    log-ratio of the history's current first probability to the cluster's, taking only
+    histories whose current first answer keeps its own floor. A promoted cluster moves to
+    rank 1 and the rest of the row shifts down, the row's probabilities keep their values
+    rank by rank: the first n stay the same set, so recall@n does not move. Returns the
+    probabilities and the number of histories changed."""
+    out = probs.copy()
+    order = np.lexsort((np.tile(np.arange(probs.shape[1]), (probs.shape[0], 1)), -probs), axis=1)
+    first = order[:, 0].copy()
+    n_first = np.bincount(first, minlength=probs.shape[1])
+    log_p = np.log(np.maximum(probs, FLOOR))
+    in_top = np.zeros_like(probs, dtype=bool)
+    np.put_along_axis(in_top, order[:, :n], True, axis=1)
+    in_top &= probs > 0
+    moved = 0
+    while True:
+        best = None
+        for c in np.flatnonzero((n_first < floor) & in_top.any(axis=0)):
+            rows = np.flatnonzero(in_top[:, c] & (first != c) & (n_first[first] > floor))
+            if rows.size == 0:
+                continue
+            cost = log_p[rows, first[rows]] - log_p[rows, c]
+            i = int(rows[np.argmin(cost)])  # argmin: the first history on ties
+            if best is None or cost.min() < best[0] - 1e-12:
+                best = (float(cost.min()), int(c), i)
+        if best is None:
+            return out, moved
+        _, c, i = best
+        row_order = order[i]
+        new_order = np.concatenate([[c], row_order[row_order != c]])
+        out[i, new_order] = probs[i, row_order]
+        order[i] = new_order
+        n_first[first[i]] -= 1
+        n_first[c] += 1
+        first[i] = c
+        moved += 1
 
 
 def similarity_matrix(desc_emb: np.ndarray, histories: Sequence[tuple[int, ...]], where: dict[int, int]) -> np.ndarray:

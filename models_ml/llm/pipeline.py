@@ -431,7 +431,9 @@ def _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where, lo
     base lookup's first m (the weights of the features ``nonnegative`` kept >= 0), then
     the popularity discount by the fusion's balance rule:
     the best validation recall among the discounts that keep at least ``min_distinct``
-    distinct top-1 clusters. Returns the scorer and every history's re-ranked lookup."""
+    distinct top-1 clusters (or, where none does, the best validation recall), then the
+    exposure floor (alignment.cover_top1), a backstop that moves only the histories it
+    needs and never the first m. Returns the scorer and every history's re-ranked lookup."""
     top_val = np.argsort(-base_val, axis=1, kind="stable")[:, :m]
     allowed = np.zeros_like(base_val, dtype=bool)
     np.put_along_axis(allowed, top_val, True, axis=1)
@@ -442,15 +444,17 @@ def _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where, lo
                                      nonnegative=tuple(nonnegative))
     best = None
     for gamma in fusion.DEBIAS_GRID:
-        candidate = replace(fitted_alignment, debias=gamma)
-        val_ranked = alignment.rerank_top(base_val, alignment.scores(x_val, base_val > 0, candidate, log_p0_fit), m)
+        val_ranked = alignment.rerank_top(
+            base_val, alignment.scores(x_val, base_val > 0, replace(fitted_alignment, debias=gamma), log_p0_fit), m)
         recall, mrr = counts.recall_mrr(counts.ranks_of(val_ranked, ids, targets), min(counts.SELECTION_M, m))
+        candidate = replace(fitted_alignment, debias=gamma)
         all_ranked = alignment.rerank_top(base_all, alignment.scores(x_all, base_all > 0, candidate, log_p0_all), m)
         distinct = fusion.distinct_top1(all_ranked)
         key = (distinct >= min_distinct, round(recall, 12), round(mrr, 12), distinct, -gamma)
         if best is None or key > best[0]:
             best = (key, candidate, all_ranked)
-    return best[1], best[2]
+    covered, moves = alignment.cover_top1(best[2], m)
+    return replace(best[1], top1_floor=alignment.TOP1_FLOOR, floor_moves=moves), covered
 
 
 def zero_shot_version(base_path: Path, descriptions: dict[int, str]) -> str:

@@ -214,6 +214,7 @@ def novel_interest_transitions(context: AssetExecutionContext, warehouse: Wareho
         fusion_meta.update({f"alignment_{name}": MetadataValue.float(w)
                             for name, w in zip(pipeline.alignment.FEATURES, aligned.weights)})
         fusion_meta["alignment_debias"] = MetadataValue.float(aligned.debias)
+        fusion_meta["alignment_top1_floor_moves"] = MetadataValue.int(aligned.floor_moves)
     return MaterializeResult(
         metadata={
             **fusion_meta,
