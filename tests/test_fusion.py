@@ -165,6 +165,25 @@ def test_cover_top1_promotes_the_cheapest_history_and_keeps_the_first_n():
     np.testing.assert_array_equal(same, out)
 
 
+def test_align_falls_back_on_the_exposure_floor_where_no_discount_covers_markovs_top1():
+    """Cluster 13 is second in every history and popularity is flat, so no discount makes it
+    first: the floor does, in the first of the two equally cheap histories, and nothing
+    leaves any history's first 3."""
+    from models_ml.llm import pipeline
+
+    base_all = np.array([[0.6, 0.1, 0.0, 0.3], [0.6, 0.1, 0.0, 0.3], [0.1, 0.6, 0.0, 0.3]])
+    base_val = base_all[[0, 0, 1, 2, 2, 0]]
+    ids, where = np.array([10, 11, 12, 13]), {10: 0, 11: 1, 12: 2, 13: 3}
+    feature = lambda b: np.log(np.maximum(b, 1e-12))[..., None]  # the scorer re-learns the base order
+    fitted, out = pipeline._align(feature(base_val), feature(base_all), base_val, base_all, [10, 10, 11, 11, 13, 13],
+                                  np.ones(6), ids, where, np.zeros(4), np.zeros(4), m=3, min_distinct=3)
+    assert fitted.debias == 0.0 and fitted.top1_floor == 1 and fitted.floor_moves == 1
+    assert list(out.argmax(axis=1)) == [3, 0, 1]
+    assert (out > 0).tolist() == (base_all > 0).tolist()
+    # history 0 keeps its values rank by rank: 13 takes the first's, 10 the second's
+    assert out[0, 3] == out[1, 0] and out[0, 0] == out[1, 3] and out[0, 1] == out[1, 1]
+
+
 def test_first_cluster_probs_back_off_from_the_first_clusters_successors():
     # successors of 1 (as a last cluster): 3 three times, 4 once; overall 1:2, 2:2, 3:3, 4:1
     ids = np.array([1, 2, 3, 4])
@@ -315,6 +334,11 @@ def test_lookup_variants_build_every_mechanism_from_the_models_rows():
     assert variants["counts_alignment"].name == "counts_alignment"
     assert len(variants["counts_alignment"].alignment.weights) == len(pipeline.alignment.COUNT_FEATURES)
     assert len(variants["alignment"].alignment.weights) == len(pipeline.alignment.FEATURES)
+    # both scorers' lookups pass the exposure floor: every cluster they list is first somewhere
+    for name in ("alignment", "counts_alignment"):
+        rows, fitted = variants[name].rows, variants[name].alignment
+        assert fitted.top1_floor == pipeline.alignment.TOP1_FLOOR
+        assert set(rows.filter(pl.col("rank") == 1)["next_cluster_id"]) == set(rows["next_cluster_id"])
     # the validation transitions go where the counts say: the fused top-1 of [1, 2] is 3
     top = variants["fusion"].rows.filter((pl.col("rank") == 1) & (pl.col("history") == [1, 2]))
     assert top["next_cluster_id"].to_list() == [3]
