@@ -14,7 +14,8 @@ IE_EVAL_MAX_HISTORIES ordered histories (default 5000) its LLM lookups cover onl
 histories the evaluation reads (eval split and validation fold). The default
 configuration runs last with the settings `make materialize` uses, so the warehouse is
 left as that builds it (an adapter already fine-tuned on the same inputs is reused) and
-the report (reports/<warehouse>/) is written from every run.
+the report (reports/<warehouse>/) is written from every run. A warehouse without clusters
+(a fresh clone) is ingested and clustered first.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from models_ml import warehouse as wh
 from models_ml.cli import report
 
 SELECTION = "group:warehouse or group:llm or group:evaluation"
+SETUP = "group:ingestion or group:clusters"  # what every run reads and none rebuilds
 HISTORY_LENGTHS = (1, 2, 3)
 
 
@@ -64,7 +66,28 @@ def run_env(run: dict, n_clusters: dict[int, int]) -> dict[str, str]:
     return env
 
 
+def needs_setup() -> bool:
+    """A new warehouse (or one never clustered) is ingested and clustered once first, so
+    `make evaluate` works on a fresh clone as `make materialize` does."""
+    if not config.database_path().exists():
+        return True
+    with wh.connect(read_only=True) as con:
+        return not wh.table_exists(con, config.CLUSTERS)
+
+
+def materialize(selection: str, env: dict[str, str]) -> int:
+    # the helper, not the CLI: the llm group holds the partitioned pair inference
+    return subprocess.run([sys.executable, "-m", "orchestration.materialize", "--select", selection],
+                          cwd=config.REPO_ROOT, env=env).returncode
+
+
 def main() -> int:
+    if needs_setup():
+        print(f"== {config.database_path()}: no clusters yet, materializing {SETUP} first", flush=True)
+        rc = materialize(SETUP, dict(os.environ))
+        if rc != 0:
+            print(f"   setup: rc {rc}", flush=True)
+            return rc
     with wh.connect(read_only=True) as con:
         n_clusters = dict(wh.query(con, f"select level, count(*) from {config.CLUSTERS} group by level").iter_rows())
     out = config.reports_dir()
@@ -77,16 +100,14 @@ def main() -> int:
         label = f"level {run['level']} k {run['k']} split {run['split_mode']}"
         print(f"== {label}" + ("" if run["full"] else f" ({env['IE_LLM_STEPS']} LoRA steps)"), flush=True)
         t0 = time.perf_counter()
-        # the helper, not the CLI: the llm group holds the partitioned pair inference
-        proc = subprocess.run([sys.executable, "-m", "orchestration.materialize", "--select", SELECTION],
-                              cwd=config.REPO_ROOT, env=env)
+        rc = materialize(SELECTION, env)
         seconds = time.perf_counter() - t0
         log.append({**run, "lora_steps": int(env.get("IE_LLM_STEPS", config.llm_finetune_steps())),
                     "histories": env.get("IE_LLM_HISTORIES", config.llm_histories()),
-                    "seconds": round(seconds, 1), "returncode": proc.returncode})
+                    "seconds": round(seconds, 1), "returncode": rc})
         log_path.write_text(json.dumps(log, indent=2))  # after every run: a stopped evaluation keeps its log
-        print(f"   {label}: rc {proc.returncode} in {seconds:.0f} s", flush=True)
-        if proc.returncode != 0:
+        print(f"   {label}: rc {rc} in {seconds:.0f} s", flush=True)
+        if rc != 0:
             break
     # the report once more, now with every run's log (the last run wrote it before its own entry)
     with wh.connect(read_only=True) as con:

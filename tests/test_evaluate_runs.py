@@ -1,7 +1,7 @@
 """`make evaluate`'s plan (orchestration/evaluate.py): which (level, K, split) runs it makes,
 in which order, and what each run is told; worked out by hand for 6 coarse / 40 fine clusters."""
 
-from orchestration.evaluate import configurations, run_env
+from orchestration.evaluate import configurations, needs_setup, run_env
 
 CLUSTERS = {1: 6, 2: 40}
 
@@ -16,6 +16,20 @@ def test_every_k_at_every_level_then_both_splits_default_last(monkeypatch):
         (2, 2, "time", False),  # the other split mode: a comparison run too
         (2, 2, "user", True),
     ]
+
+
+def test_a_warehouse_without_clusters_is_ingested_and_clustered_first(monkeypatch, tmp_path):
+    import duckdb
+
+    db = tmp_path / "fresh.duckdb"
+    monkeypatch.setenv("DUCKDB_DATABASE", str(db))
+    assert needs_setup()  # a fresh clone: no file at all
+    with duckdb.connect(str(db)) as con:
+        con.execute("create schema ml; create table ml.items (item_id bigint)")
+    assert needs_setup()  # ingested, never clustered
+    with duckdb.connect(str(db)) as con:
+        con.execute("create table ml.clusters (level integer, cluster_id integer)")
+    assert not needs_setup()
 
 
 def test_a_level_needs_more_than_k_clusters(monkeypatch):
