@@ -16,7 +16,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home/$(basename $(notdir $(WAREHOUSE_F
 # Subprocesses (dbt, dagster dev) find the venv tools without activation.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install install-spark lock manifest demo materialize summary evaluate report test marts-spark dev docs docs-serve clean
+.PHONY: install install-spark browser lock manifest demo materialize summary evaluate report test marts-spark dev docs docs-serve clean
 
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -69,8 +69,17 @@ evaluate: manifest
 report: install
 	$(PY) -m models_ml.cli.report
 
-test: install-spark
+test: install-spark browser
 	$(PY) -m pytest -q
+
+# tests/test_browser.py drives Debian's chromium: installed here when it is missing and
+# apt-get can run (root); otherwise those tests are skipped and say why.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [ -n "$$IE_CHROMIUM" ] || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo "installing Debian's chromium" && \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
+	echo "no chromium and apt-get could not install it: tests/test_browser.py will be skipped"
 
 # The dbt marts built on a local Spark session from the DuckDB warehouse's tables
 # (README "Marts on Spark"); extra dbt arguments: make marts-spark DBT_ARGS='...'.
