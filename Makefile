@@ -75,11 +75,11 @@ test: install-spark browser
 # tests/test_browser.py drives Debian's chromium: installed here when it is missing and
 # apt-get can run (root); otherwise those tests are skipped and say why.
 browser:
-	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [ -n "$$IE_CHROMIUM" ] || \
-	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo "installing Debian's chromium" && \
-	  { apt-get install -y -q chromium >/dev/null 2>&1 || \
-	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
-	echo "no chromium and apt-get could not install it: tests/test_browser.py will be skipped"
+	@if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && [ -z "$$IE_CHROMIUM" ]; then \
+	  echo "installing Debian's chromium"; \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	  echo "no chromium and apt-get could not install it: tests/test_browser.py will be skipped"; \
+	fi
 
 # The dbt marts built on a local Spark session from the DuckDB warehouse's tables
 # (README "Marts on Spark"); extra dbt arguments: make marts-spark DBT_ARGS='...'.
