@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +185,86 @@ def test_align_falls_back_on_the_exposure_floor_where_no_discount_covers_markovs
     assert out[0, 3] == out[1, 0] and out[0, 0] == out[1, 3] and out[0, 1] == out[1, 1]
 
 
+def test_rerank_orders_any_candidate_set_and_top_mask_ranks_as_the_lookups_do():
+    from models_ml.llm import alignment
+
+    base = np.array([[0.0, 0.4, 0.3, 0.2, 0.1], [0.25, 0.25, 0.0, 0.25, 0.25]])
+    # first 2 by probability, ties by column; column 0 of row 0 has probability 0
+    np.testing.assert_array_equal(alignment.top_mask(base, 2),
+                                  [[False, True, True, False, False], [True, True, False, False, False]])
+    candidates = alignment.top_mask(base, 2)
+    candidates[0, 4] = True  # a cluster from another source, last in the base
+    aligned = np.array([[0.0, 0.1, 0.2, 0.6, 0.7], [0.1, 0.2, 0.0, 0.3, 0.4]])
+    out = alignment.rerank(base, aligned, candidates)
+    # row 0: candidates 1, 2, 4 share the base's 0.8 as 0.1 : 0.2 : 0.7; cluster 3 stays below them
+    assert list(np.argsort(-out[0])[:3]) == [4, 2, 1] and out[0, 0] == 0.0
+    assert out[0, 4] / out[0, 2] == pytest.approx(3.5) and out[0, 3] < out[0, 1]
+    np.testing.assert_allclose(out.sum(axis=1), 1.0)
+    # row 1: clusters 0 and 1, ordered 1 then 0
+    assert list(np.argsort(-out[1])[:2]) == [1, 0]
+    np.testing.assert_array_equal(alignment.rerank_top(base, aligned, 2), alignment.rerank(base, aligned,
+                                                                                           alignment.top_mask(base, 2)))
+
+
+def test_user_folds_keep_each_users_moves_together():
+    from models_ml.llm import alignment
+
+    users = [f"u{i}" for i in range(20)] * 3
+    folds = alignment.user_folds(users)
+    assert set(folds) == {0, 1}
+    assert all(folds[i] == folds[i % 20] for i in range(60))
+    np.testing.assert_array_equal(folds, alignment.user_folds(users))
+
+
+ALIGN_IDS, ALIGN_WHERE = np.array([10, 11, 12, 13]), {10: 0, 11: 1, 12: 2, 13: 3}
+
+
+ALIGN_USERS = ["u0", "u1", "u3", "u4", "u2", "u5", "u9", "u10"]  # folds 0, 0, 0, 0, 1, 1, 1, 1
+
+
+def _align_candidates(targets, users=ALIGN_USERS):
+    """History (11, 13): the novelty model's first is 10, the counts' is 12; eight
+    validation users each make one move to ``targets``; one feature, the counts' log-probability."""
+    from models_ml.llm import pipeline
+
+    base = np.array([[0.7, 0.0, 0.2, 0.0]])
+    cnt = np.array([[0.3, 0.0, 0.6, 0.0]])
+    n = len(targets)
+    feature = np.log(np.maximum(cnt, 1e-12))[..., None]
+    return pipeline._align(
+        np.repeat(feature, n, axis=0), feature, np.repeat(base, n, axis=0), base, targets, np.ones(n), ALIGN_IDS,
+        ALIGN_WHERE, np.zeros(4), np.zeros(4), m=1, min_distinct=1, counts_val=np.repeat(cnt, n, axis=0),
+        counts_all=cnt, users=users)
+
+
+def test_align_adds_the_counts_candidates_where_held_out_users_go_there():
+    from models_ml.llm import alignment
+
+    assert alignment.user_folds(ALIGN_USERS).tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    # six of eight users go to 12, which only the counts rank first, one to 10 in each fold.
+    # With m = 1 the base's candidates are {10}: held-out recall@1 2/8. With the counts'
+    # first, {10, 12}: the scorer fitted on the other fold (3 moves to 12, whose feature is
+    # higher, 1 to 10) puts 12 first for every user: 6/8
+    targets = [12, 12, 10, 12, 12, 10, 12, 12]
+    fitted, out = _align_candidates(targets)
+    assert fitted.candidates == alignment.WITH_COUNTS
+    assert dict(fitted.cv_recall) == {alignment.TOP_M: 0.25, alignment.WITH_COUNTS: 0.75}
+    assert out[0].argmax() == 2 and fitted.weights[0] > 0
+    # everyone goes to 10: both sets recall 8/8 held out, and the tie keeps the base's first m,
+    # whose digest is the one the scorer had before candidate sets existed
+    fitted, out = _align_candidates([10] * 8)
+    assert fitted.candidates == alignment.TOP_M and dict(fitted.cv_recall) == {alignment.TOP_M: 1.0,
+                                                                                alignment.WITH_COUNTS: 1.0}
+    assert out[0].argmax() == 0
+    assert fitted.digest() != replace(fitted, candidates=alignment.WITH_COUNTS).digest()
+    assert fitted.digest() == replace(fitted, cv_recall=()).digest()
+    # where a fold leaves the base's candidates nothing to fit on (its only user went to 12),
+    # the sets cannot be compared held out, and the base's first m stay
+    fitted, _ = _align_candidates(targets, users=["u0", "u2", "u1", "u3", "u4", "u6", "u7", "u8"])
+    assert alignment.user_folds(["u2"]).tolist() == [1]
+    assert fitted.candidates == alignment.TOP_M and fitted.cv_recall == ()
+
+
 def test_first_cluster_probs_back_off_from_the_first_clusters_successors():
     # successors of 1 (as a last cluster): 3 three times, 4 once; overall 1:2, 2:2, 3:3, 4:1
     ids = np.array([1, 2, 3, 4])
@@ -312,8 +393,9 @@ def test_lookup_variants_build_every_mechanism_from_the_models_rows():
          for r, (c, s) in enumerate(zip([c for c in desc if c not in h], (0.6, 0.4)), start=1)],
         schema=pairs.LOOKUP_SCHEMA, orient="row")
     trans = pl.DataFrame({"history": [[1, 2]] * 40 + [[3, 4]] * 40, "next_cluster_id": [3] * 40 + [1] * 40,
-                          "next_events": [2] * 80},
-                         schema={"history": pl.List(pl.Int32), "next_cluster_id": pl.Int32, "next_events": pl.Int64})
+                          "next_events": [2] * 80, "user_id": [f"u{i % 20}" for i in range(80)]},
+                         schema={"history": pl.List(pl.Int32), "next_cluster_id": pl.Int32, "next_events": pl.Int64,
+                                 "user_id": pl.String})
     count_rows = pl.DataFrame(
         [("history", [1, 2], 3, 30, 20), ("history", [3, 4], 1, 30, 20), ("last_cluster", [2], 3, 30, 20),
          ("last_cluster", [4], 1, 30, 20), ("all", [], 3, 30, 20), ("all", [], 1, 30, 20)],

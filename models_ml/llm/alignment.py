@@ -18,6 +18,10 @@ users (the LLM and the counts n_fit it reads have not seen them), each transitio
 weighted by log(1 + engagement), so pairs users stayed with count more; the final
 lookup re-ranks every history's first n clusters by it. Eval never takes part.
 
+The scorer can only order the clusters it is given: the fused first n, or those and the
+smoothed counts' first n (:data:`WITH_COUNTS`), whichever the scorer ranks better for
+held-out validation users (:func:`cross_fit_scores`, two folds by user).
+
 :data:`COUNT_FEATURES` is the same scorer without the LLM (the `counts_alignment`
 ablation, re-ranking the smoothed counts' first n): what the LLM adds is the difference.
 """
@@ -42,6 +46,11 @@ FEATURES = LLM_FEATURES + COUNT_FEATURES
 L2 = 1e-2
 STEPS = 300
 TOP1_FLOOR = 1  # histories each cluster answers first, at least, where it is in some history's first n (cover_top1)
+# the clusters the scorer may rank: the novelty model's (fused) first m, or those and the
+# smoothed counts' first m, whichever predicts held-out validation users better
+# (cross_fit_scores): the scorer cannot rank a cluster the candidates leave out
+TOP_M, WITH_COUNTS = "top_m", "with_counts"
+CV_FOLDS = 2
 
 
 @dataclass(frozen=True)
@@ -52,11 +61,15 @@ class Alignment:
     debias: float = 0.0  # gamma: scores x p0 ** -gamma, for balance (fusion.DEBIAS_GRID)
     top1_floor: int = 0  # cover_top1's floor on the final lookup (0: none)
     floor_moves: int = 0  # histories whose first answer the floor changed
+    candidates: str = TOP_M  # TOP_M or WITH_COUNTS
+    cv_recall: tuple[tuple[str, float], ...] = ()  # cross-fitted validation recall of each candidate set
 
     def digest(self) -> str:
         key = (tuple(round(w, 6) for w in self.weights), self.debias)
         if self.top1_floor:
             key += (self.top1_floor,)
+        if self.candidates != TOP_M:
+            key += (self.candidates,)
         return hashlib.sha256(repr(key).encode()).hexdigest()[:8]
 
 
@@ -138,18 +151,53 @@ def scores(x: np.ndarray, allowed: np.ndarray, alignment: Alignment, log_p0: np.
     return e / e.sum(axis=1, keepdims=True)
 
 
-def rerank_top(base: np.ndarray, aligned: np.ndarray, n: int) -> np.ndarray:
-    """Probabilities ordering ``base``'s first n clusters by ``aligned``: those n share
+def top_mask(probs: np.ndarray, n: int) -> np.ndarray:
+    """(H, C) True on each row's first n clusters of nonzero probability (ties by column,
+    as the lookups rank)."""
+    order = np.lexsort((np.tile(np.arange(probs.shape[1]), (probs.shape[0], 1)), -probs), axis=1)[:, :n]
+    mask = np.zeros(probs.shape, dtype=bool)
+    np.put_along_axis(mask, order, True, axis=1)
+    return mask & (probs > 0)
+
+
+def rerank(base: np.ndarray, aligned: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Probabilities ordering each row's ``candidates`` by ``aligned``: they share
     ``base``'s mass over them in proportion to ``aligned``; every other cluster keeps a
     vanishing share of its ``base`` probability, so it ranks below them (the lookup
     stores the first n)."""
     out = base * 1e-6
     for i in range(base.shape[0]):
-        order = np.lexsort((np.arange(base.shape[1]), -base[i]))
-        top = [j for j in order[:n] if base[i, j] > 0]
+        top = np.flatnonzero(candidates[i] & (base[i] > 0))
         weights = aligned[i, top]
         out[i, top] = base[i, top].sum() * weights / max(weights.sum(), FLOOR)
     return out / out.sum(axis=1, keepdims=True)
+
+
+def rerank_top(base: np.ndarray, aligned: np.ndarray, n: int) -> np.ndarray:
+    """:func:`rerank` of ``base``'s first n clusters."""
+    return rerank(base, aligned, top_mask(base, n))
+
+
+def user_folds(user_ids: Sequence, folds: int = CV_FOLDS) -> np.ndarray:
+    """Each transition's fold, by a stable hash of its user (a user's moves stay together)."""
+    return np.array([int(hashlib.md5(str(u).encode()).hexdigest(), 16) % folds for u in user_ids])
+
+
+def cross_fit_scores(x: np.ndarray, candidates: np.ndarray, target: np.ndarray, weight: np.ndarray,
+                     fold: np.ndarray, nonnegative: Sequence[int] = ()) -> np.ndarray | None:
+    """(N, C) scores of each transition's candidates by the scorer fitted on the other
+    folds' transitions (those whose target is a candidate), 0 outside the candidates:
+    held-out figures, so candidate sets of different sizes compare fairly. None where
+    some fold leaves nothing to fit on."""
+    out = np.zeros(candidates.shape)
+    inside = candidates[np.arange(len(target)), target]
+    for f in np.unique(fold):
+        train, test = (fold != f) & inside, fold == f
+        if not train.any():
+            return None
+        fitted = fit(x[train], candidates[train], target[train], weight[train], nonnegative=nonnegative)
+        out[test] = scores(x[test], candidates[test], fitted)
+    return out
 
 
 def cover_top1(probs: np.ndarray, n: int, floor: int = TOP1_FLOOR) -> tuple[np.ndarray, int]:

@@ -393,7 +393,7 @@ class LlmInputs:
     # novel_transition_examples of the train split's 'validation' fold: never trained on,
     # so weights chosen on them (fusion with the counts) are honest
     validation_transitions: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(
-        schema={"history": pl.List(pl.Int32), "next_cluster_id": pl.Int32}))
+        schema={"history": pl.List(pl.Int32), "next_cluster_id": pl.Int32, "user_id": pl.String}))
     # collaborative evidence of every history's prompt at inference (None: plain prompts);
     # training examples carry their own, without their user, in train_pairs.evidence
     evidence: dict[tuple[int, ...], Evidence] | None = None

@@ -53,9 +53,10 @@ def read_inputs(con: duckdb.DuckDBPyConnection, level: int, k: int) -> LlmInputs
     pairs_df = wh.query(
         con, f"select {cols} from {config.TRAINING_PAIRS} where level = ? and k = ? order by all", [level, k]
     )
+    # user_id last: it only orders rows equal in every other column (the order above stays)
     trans = wh.query(
-        con, f"select {cols}, next_events from {config.NOVEL_TRANSITION_EXAMPLES} where level = ? and k = ? order by all",
-        [level, k]
+        con, f"select {cols}, next_events, user_id from {config.NOVEL_TRANSITION_EXAMPLES} where level = ? and k = ? "
+        "order by all", [level, k]
     )
     _check_ids(pairs_df, descriptions, config.TRAINING_PAIRS, level, k)
     _check_ids(trans, descriptions, config.NOVEL_TRANSITION_EXAMPLES, level, k)
@@ -357,6 +358,9 @@ def lookup_variants(
     a, b = model.smoothing.alpha, model.smoothing.beta
     p_llm_all = fusion.llm_matrix(llm_rows, histories, ids)
     row_of = {h: i for i, h in enumerate(histories)}
+    if "user_id" not in inputs.validation_transitions.columns:
+        raise ValueError("the validation transitions need user_id: the alignment scorer's candidate sets are "
+                         "compared on folds by user")
     val = inputs.validation_transitions.with_columns(
         pl.col("history").map_elements(lambda h: tuple(int(c) for c in h) in row_of, return_dtype=pl.Boolean)
         .alias("__known")
@@ -413,9 +417,11 @@ def lookup_variants(
                                    seen_val, seg_val, sim_val)
         x_all = alignment.features(p_llm_all if with_llm else None, p_counts_all, n_all, first_all, p0_all,
                                    seen_all, seg_all, sim_all)
-        fitted_alignment, aligned_all = _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where,
-                                               np.log(p0_fit), np.log(p0_all), m, min_distinct,
-                                               nonnegative=range(len(alignment.LLM_FEATURES)) if with_llm else ())
+        fitted_alignment, aligned_all = _align(
+            x_val, x_all, base_val, base_all, targets, engagement, ids, where, np.log(p0_fit), np.log(p0_all), m,
+            min_distinct, nonnegative=range(len(alignment.LLM_FEATURES)) if with_llm else (),
+            **(dict(counts_val=p_counts_val, counts_all=p_counts_all, users=val["user_id"].to_list())
+               if with_llm else {}))
         if with_llm:
             version = f"{base_version}+aligned-{fitted_alignment.digest()}-{chosen.digest()}-{counts_version}"
             out[name] = LookupVariant("llm_alignment", rows_of(aligned_all, version), chosen, fitted_alignment)
@@ -426,29 +432,51 @@ def lookup_variants(
 
 
 def _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where, log_p0_fit, log_p0_all, m,
-           min_distinct, nonnegative=()) -> tuple[alignment.Alignment, np.ndarray]:
-    """The alignment scorer fitted on the validation transitions whose target is in the
-    base lookup's first m (the weights of the features ``nonnegative`` kept >= 0), then
-    the popularity discount by the fusion's balance rule:
-    the best validation recall among the discounts that keep at least ``min_distinct``
-    distinct top-1 clusters (or, where none does, the best validation recall), then the
-    exposure floor (alignment.cover_top1), a backstop that moves only the histories it
-    needs and never the first m. Returns the scorer and every history's re-ranked lookup."""
-    top_val = np.argsort(-base_val, axis=1, kind="stable")[:, :m]
-    allowed = np.zeros_like(base_val, dtype=bool)
-    np.put_along_axis(allowed, top_val, True, axis=1)
-    allowed &= base_val > 0
+           min_distinct, nonnegative=(), counts_val=None, counts_all=None,
+           users=None) -> tuple[alignment.Alignment, np.ndarray]:
+    """The alignment scorer fitted on the validation transitions whose target is one of
+    its candidates (the weights of the features ``nonnegative`` kept >= 0), then the
+    popularity discount by the fusion's balance rule: the best validation recall among
+    the discounts that keep at least ``min_distinct`` distinct top-1 clusters (or, where
+    none does, the best validation recall), then the exposure floor
+    (alignment.cover_top1), a backstop that moves only the histories it needs and never
+    the first m. Returns the scorer and every history's re-ranked lookup.
+
+    The candidates are the base lookup's first m; given the smoothed counts
+    (``counts_*``) and the validation transitions' ``users``, also those and the counts'
+    first m, where that set has the higher cross-fitted validation recall (folds by
+    user, alignment.cross_fit_scores; MRR breaks ties, then the base's first m)."""
     target_col = np.array([where[int(t)] for t in targets])
-    inside = allowed[np.arange(len(targets)), target_col]
-    fitted_alignment = alignment.fit(x_val[inside], allowed[inside], target_col[inside], engagement[inside],
-                                     nonnegative=tuple(nonnegative))
+    sets = {alignment.TOP_M: (alignment.top_mask(base_val, m), alignment.top_mask(base_all, m))}
+    if counts_val is not None and users is not None:
+        sets[alignment.WITH_COUNTS] = (sets[alignment.TOP_M][0] | alignment.top_mask(counts_val, m),
+                                       sets[alignment.TOP_M][1] | alignment.top_mask(counts_all, m))
+    cv: dict[str, tuple[float, float]] = {}
+    if len(sets) > 1:
+        folds = alignment.user_folds(users)
+        for name, (allowed_val, _) in sets.items():
+            held_out = alignment.cross_fit_scores(x_val, allowed_val, target_col, engagement, folds,
+                                                  nonnegative=tuple(nonnegative))
+            if held_out is None:
+                cv = {}
+                break
+            cv[name] = counts.recall_mrr(counts.ranks_of(held_out, ids, targets), min(counts.SELECTION_M, m))
+    chosen = max(cv, key=lambda s: (round(cv[s][0], 12), round(cv[s][1], 12), s == alignment.TOP_M)) if cv \
+        else alignment.TOP_M
+    allowed_val, allowed_all = sets[chosen]
+    inside = allowed_val[np.arange(len(targets)), target_col]
+    fitted_alignment = replace(
+        alignment.fit(x_val[inside], allowed_val[inside], target_col[inside], engagement[inside],
+                      nonnegative=tuple(nonnegative)),
+        candidates=chosen, cv_recall=tuple((name, r) for name, (r, _) in cv.items()))
     best = None
     for gamma in fusion.DEBIAS_GRID:
-        val_ranked = alignment.rerank_top(
-            base_val, alignment.scores(x_val, base_val > 0, replace(fitted_alignment, debias=gamma), log_p0_fit), m)
-        recall, mrr = counts.recall_mrr(counts.ranks_of(val_ranked, ids, targets), min(counts.SELECTION_M, m))
         candidate = replace(fitted_alignment, debias=gamma)
-        all_ranked = alignment.rerank_top(base_all, alignment.scores(x_all, base_all > 0, candidate, log_p0_all), m)
+        val_ranked = alignment.rerank(base_val, alignment.scores(x_val, base_val > 0, candidate, log_p0_fit),
+                                      allowed_val)
+        recall, mrr = counts.recall_mrr(counts.ranks_of(val_ranked, ids, targets), min(counts.SELECTION_M, m))
+        all_ranked = alignment.rerank(base_all, alignment.scores(x_all, base_all > 0, candidate, log_p0_all),
+                                      allowed_all)
         distinct = fusion.distinct_top1(all_ranked)
         key = (distinct >= min_distinct, round(recall, 12), round(mrr, 12), distinct, -gamma)
         if best is None or key > best[0]:

@@ -215,6 +215,8 @@ def novel_interest_transitions(context: AssetExecutionContext, warehouse: Wareho
                             for name, w in zip(pipeline.alignment.FEATURES, aligned.weights)})
         fusion_meta["alignment_debias"] = MetadataValue.float(aligned.debias)
         fusion_meta["alignment_top1_floor_moves"] = MetadataValue.int(aligned.floor_moves)
+        fusion_meta["alignment_candidates"] = aligned.candidates
+        fusion_meta.update({f"alignment_cv_recall_{name}": MetadataValue.float(r) for name, r in aligned.cv_recall})
     return MaterializeResult(
         metadata={
             **fusion_meta,
