@@ -344,7 +344,8 @@ def lookup_variants(
 ) -> dict[str, LookupVariant]:
     """The LLM's own rows and the mechanisms built on them (weights on the validation
     fold): 'none' (llm_only), 'fusion' (models_ml.llm.fusion) and 'alignment'
-    (models_ml.llm.alignment re-ranking the fused top m), with 'counts_alignment', the
+    (models_ml.llm.alignment re-ranking the fused top m, with the
+    counts' top m where held-out validation users favour it), with 'counts_alignment', the
     alignment scorer without the LLM's features re-ranking the smoothed counts (an
     ablation, never shipped). Without validation
     transitions (a tiny data set) only 'none' exists."""
