@@ -268,6 +268,12 @@ def _add_one(overall: np.ndarray) -> np.ndarray:
     return (overall + 1.0) / (overall.sum() + len(overall))
 
 
+def rank_order(probs: np.ndarray) -> np.ndarray:
+    """(H, C) each row's columns by descending probability, ties by column: the order
+    every lookup ranks in."""
+    return np.lexsort((np.broadcast_to(np.arange(probs.shape[1]), probs.shape), -probs), axis=1)
+
+
 def lookup_rows(
     probs: np.ndarray, cluster_ids: np.ndarray, histories: Sequence[Sequence[int]],
     policy: str, level: int, k: int, model_version: str, depth: int | None = None,
@@ -275,7 +281,7 @@ def lookup_rows(
     """Rows in the policy-lookup shape: the first ``depth`` (default: every) clusters
     outside each history, ranked by ``probs`` (ties by cluster id), score = the
     probability."""
-    order = np.lexsort((np.broadcast_to(np.arange(probs.shape[1]), probs.shape), -probs), axis=1)
+    order = rank_order(probs)
     recs = []
     for i, h in enumerate(histories):
         hs = {int(c) for c in h}

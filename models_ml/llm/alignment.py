@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models_ml.counts import rank_order
 from models_ml.llm.fusion import FLOOR
 
 SEGMENTS = ("seen_0", "seen_1_4", "seen_5_plus")  # lookup_evaluation's segments (var history_seen_bounds)
@@ -154,7 +155,7 @@ def scores(x: np.ndarray, allowed: np.ndarray, alignment: Alignment, log_p0: np.
 def top_mask(probs: np.ndarray, n: int) -> np.ndarray:
     """(H, C) True on each row's first n clusters of nonzero probability (ties by column,
     as the lookups rank)."""
-    order = np.lexsort((np.tile(np.arange(probs.shape[1]), (probs.shape[0], 1)), -probs), axis=1)[:, :n]
+    order = rank_order(probs)[:, :n]
     mask = np.zeros(probs.shape, dtype=bool)
     np.put_along_axis(mask, order, True, axis=1)
     return mask & (probs > 0)
@@ -171,11 +172,6 @@ def rerank(base: np.ndarray, aligned: np.ndarray, candidates: np.ndarray) -> np.
         weights = aligned[i, top]
         out[i, top] = base[i, top].sum() * weights / max(weights.sum(), FLOOR)
     return out / out.sum(axis=1, keepdims=True)
-
-
-def rerank_top(base: np.ndarray, aligned: np.ndarray, n: int) -> np.ndarray:
-    """:func:`rerank` of ``base``'s first n clusters."""
-    return rerank(base, aligned, top_mask(base, n))
 
 
 def user_folds(user_ids: Sequence, folds: int = CV_FOLDS) -> np.ndarray:
@@ -211,13 +207,11 @@ def cover_top1(probs: np.ndarray, n: int, floor: int = TOP1_FLOOR) -> tuple[np.n
     rank by rank: the first n stay the same set, so recall@n does not move. Returns the
     probabilities and the number of histories changed."""
     out = probs.copy()
-    order = np.lexsort((np.tile(np.arange(probs.shape[1]), (probs.shape[0], 1)), -probs), axis=1)
+    order = rank_order(probs)
     first = order[:, 0].copy()
     n_first = np.bincount(first, minlength=probs.shape[1])
     log_p = np.log(np.maximum(probs, FLOOR))
-    in_top = np.zeros_like(probs, dtype=bool)
-    np.put_along_axis(in_top, order[:, :n], True, axis=1)
-    in_top &= probs > 0
+    in_top = top_mask(probs, n)
     moved = 0
     while True:
         best = None

@@ -421,8 +421,7 @@ def lookup_variants(
         fitted_alignment, aligned_all = _align(
             x_val, x_all, base_val, base_all, targets, engagement, ids, where, np.log(p0_fit), np.log(p0_all), m,
             min_distinct, nonnegative=range(len(alignment.LLM_FEATURES)) if with_llm else (),
-            **(dict(counts_val=p_counts_val, counts_all=p_counts_all, users=val["user_id"].to_list())
-               if with_llm else {}))
+            counts_val=p_counts_val, counts_all=p_counts_all, users=val["user_id"].to_list() if with_llm else None)
         if with_llm:
             version = f"{base_version}+aligned-{fitted_alignment.digest()}-{chosen.digest()}-{counts_version}"
             out[name] = LookupVariant("llm_alignment", rows_of(aligned_all, version), chosen, fitted_alignment)
