@@ -64,9 +64,14 @@ def counts_from_frame(frame: pl.DataFrame, cluster_ids: Iterable[int], column: s
     by_last: dict[int, np.ndarray] = {}
     overall = np.zeros(size)
     for context, history, nxt, n in frame.select("context", "history", "next_cluster_id", column).iter_rows():
-        j = where.get(int(nxt))
-        if j is None or not n:
+        if not n:
             continue
+        j = where.get(int(nxt))
+        if j is None or any(int(c) not in where for c in history or ()):
+            raise ValueError(
+                f"{config.SUCCESSOR_COUNTS} row ({context}, history {list(history or [])}, next {nxt}) names a "
+                "cluster the level does not have: the counts are older than the clusters; rebuild the dbt marts"
+            )
         if context == "history":
             by_history.setdefault(tuple(int(c) for c in history), np.zeros(size))[j] += float(n)
         elif context == "last_cluster":
@@ -80,12 +85,16 @@ def read_counts(con: duckdb.DuckDBPyConnection, level: int, k: int) -> pl.DataFr
     """The successor_counts rows of one (level, k)."""
     if not wh.table_exists(con, config.SUCCESSOR_COUNTS):
         raise LookupError(f"{config.SUCCESSOR_COUNTS} does not exist; run the dbt assets first")
-    return wh.query(
+    rows = wh.query(
         con,
         f"select context, history, next_cluster_id, n_train, n_fit from {config.SUCCESSOR_COUNTS} "
         "where level = ? and k = ? order by all",
         [level, k],
     )
+    if rows.height == 0:
+        raise LookupError(f"{config.SUCCESSOR_COUNTS} has no rows for level {level}, k {k}; "
+                          f"build the dbt marts with that k first")
+    return rows
 
 
 def _chain(p0: np.ndarray, one: np.ndarray, beta: float, hist: np.ndarray | None = None,
@@ -202,6 +211,18 @@ def ranks_of(probs: np.ndarray, cluster_ids: np.ndarray, targets: Sequence[int])
     return np.where(p_t > 0, better.sum(axis=1) + 1, 0)
 
 
+def selection_m(n_clusters: int, k: int) -> int:
+    """The m of the recall@m (then MRR) every weight is chosen by on the validation fold:
+    SELECTION_M, less where a level has too few clusters outside a K-history for recall@m
+    to tell lookups apart (lookup_evaluation reports recall@m only above m + K clusters)."""
+    return min(SELECTION_M, max(1, n_clusters - k - 1))
+
+
+def comparable(figures: tuple[float, ...]) -> tuple[float, ...]:
+    """Validation figures as the choices compare them: float noise never breaks a tie."""
+    return tuple(round(x, 12) for x in figures)
+
+
 def recall_mrr(ranks: np.ndarray, m: int) -> tuple[float, float]:
     found = ranks > 0
     recall = float(np.mean(found & (ranks <= m))) if len(ranks) else 0.0
@@ -213,9 +234,10 @@ def recall_mrr(ranks: np.ndarray, m: int) -> tuple[float, float]:
 class Smoothing:
     alpha: float
     beta: float
-    validation_recall: float  # recall@SELECTION_M on the validation fold
+    validation_recall: float  # recall@m on the validation fold
     validation_mrr: float
     validation_transitions: int
+    m: int = SELECTION_M  # selection_m of the level and K
 
 
 def fit_smoothing(
@@ -230,14 +252,14 @@ def fit_smoothing(
         )
     hist = [tuple(int(c) for c in h) for h in validation["history"].to_list()]
     targets = validation["next_cluster_id"].to_list()
-    m = min(SELECTION_M, max(1, len(fit_counts.cluster_ids) - len(hist[0]) - 1))
+    m = selection_m(len(fit_counts.cluster_ids), len(hist[0]))
     best: tuple | None = None
     for alpha, beta in itertools.product(grid, grid):
         ranks = ranks_of(smoothed_probs(fit_counts, hist, alpha, beta), fit_counts.cluster_ids, targets)
         recall, mrr = recall_mrr(ranks, m)
-        key = (round(recall, 12), round(mrr, 12), -alpha, -beta)  # ties: the smaller weights
+        key = (*comparable((recall, mrr)), -alpha, -beta)  # ties: the smaller weights
         if best is None or key > best[0]:
-            best = (key, Smoothing(alpha, beta, recall, mrr, len(targets)))
+            best = (key, Smoothing(alpha, beta, recall, mrr, len(targets), m))
     return best[1]
 
 

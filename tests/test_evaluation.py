@@ -264,6 +264,8 @@ def test_ranks_break_ties_by_cluster_id_and_skip_excluded():
     assert counts.ranks_of(probs, ids, [1]).tolist() == [0]  # excluded: not ranked
     rows = counts.lookup_rows(probs, ids, [(1, 2)], "markov_smoothed", 2, 2, "v")
     assert rows["next_cluster_id"].to_list() == [3, 4, 5] and rows["rank"].to_list() == [1, 2, 3]
+    top2 = counts.lookup_rows(probs, ids, [(1, 2)], "markov_smoothed", 2, 2, "v", depth=2)
+    assert top2["next_cluster_id"].to_list() == [3, 4] and top2["score"].to_list() == [0.5, 0.25]
 
 
 def test_fit_smoothing_chooses_weights_on_the_validation_fold():
@@ -278,6 +280,50 @@ def test_fit_smoothing_chooses_weights_on_the_validation_fold():
     assert s.validation_mrr == pytest.approx(0.5) and s.validation_transitions == 1
     with pytest.raises(ValueError, match="validation fold has no transitions"):
         counts.fit_smoothing(c, validation.head(0))
+
+
+def test_fit_smoothing_picks_the_weights_that_rank_the_validation_move_first():
+    # fit fold: [1, 2] -> 3 once; from 2 users went to 4 three times and to 3 once.
+    # p0 = (n_all + 1) / 9 = [1, 1, 2, 4, 1] / 9; p1(4) - p1(3) = (2 + 2 beta / 9) / (4 + beta);
+    # 4 overtakes the history's own 3 when alpha (p1(4) - p1(3)) > 1: alpha 10 with every
+    # beta (3.02 at beta 10), never alpha 1 (0.49 at beta 0.1) or 0.1.
+    frame = pl.DataFrame(
+        [("history", [1, 2], 3, 1, 1), ("last_cluster", [2], 3, 1, 1), ("last_cluster", [2], 4, 3, 3),
+         ("all", [], 3, 1, 1), ("all", [], 4, 3, 3)],
+        schema={"context": pl.String, "history": pl.List(pl.Int32), "next_cluster_id": pl.Int32,
+                "n_train": pl.Int64, "n_fit": pl.Int64}, orient="row",
+    )
+    c = counts.counts_from_frame(frame, [1, 2, 3, 4, 5], "n_fit")
+    validation = pl.DataFrame({"history": [[1, 2]], "next_cluster_id": [4]},
+                              schema={"history": pl.List(pl.Int32), "next_cluster_id": pl.Int32})
+    s = counts.fit_smoothing(c, validation, grid=(0.1, 1.0, 10.0))
+    # recall@2 is 1 everywhere (4 first or second); MRR 1 only at alpha 10; beta ties: the smallest
+    assert (s.alpha, s.beta, s.m) == (10.0, 0.1, 2)
+    assert s.validation_recall == 1.0 and s.validation_mrr == 1.0
+
+
+def test_selection_m_leaves_recall_something_to_tell():
+    # recall@5 by default; with 8 clusters and K = 3 only 5 lie outside a history, so recall@4
+    assert counts.selection_m(40, 2) == 5 and counts.selection_m(8, 3) == 4 and counts.selection_m(3, 2) == 1
+
+
+def test_counts_name_a_stale_cluster_and_a_missing_k():
+    import duckdb
+
+    frame = pl.DataFrame(
+        [("history", [1, 2], 9, 1, 1)],
+        schema={"context": pl.String, "history": pl.List(pl.Int32), "next_cluster_id": pl.Int32,
+                "n_train": pl.Int64, "n_fit": pl.Int64}, orient="row",
+    )
+    with pytest.raises(ValueError, match=r"successor_counts row \(history, history \[1, 2\], next 9\) names a cluster"):
+        counts.counts_from_frame(frame, [1, 2, 3, 4, 5])
+    con = duckdb.connect()
+    con.execute("create table successor_counts (level integer, k integer, context varchar, history integer[], "
+                "next_cluster_id integer, n_train bigint, n_fit bigint)")
+    con.execute("insert into successor_counts values (2, 2, 'all', [], 3, 1, 1)")
+    assert counts.read_counts(con, 2, 2).height == 1
+    with pytest.raises(LookupError, match="successor_counts has no rows for level 2, k 3"):
+        counts.read_counts(con, 2, 3)
 
 
 def test_report_orders_and_labels_the_seen_segments():

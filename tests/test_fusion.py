@@ -84,10 +84,16 @@ def test_choose_discounts_popularity_when_the_top1_answers_collapse():
     chosen = fusion.choose(p, p, p0, np.array([9, 9, 9]), [5, 5, 5], IDS, (1, 5), m=1,
                            p_llm_all=p, p_counts_all=p, p0_all=p0, seen_all=np.array([9, 9, 9]),
                            min_distinct=2, alpha=1.0, beta=1.0)
-    # gamma > 0 costs validation recall (5 is the answer) but meets the balance constraint
-    assert chosen.debias > 0
-    assert chosen.validation["fused_distinct_top1"] >= 2
-    assert math.isfinite(chosen.validation["fused_mrr"])
+    # p_llm = p_counts, so every w gives p * p0 ** -gamma and the tie keeps w = 0. gamma 0:
+    # 5 first everywhere, one top-1 cluster. gamma 0.25: 0.3 * 0.1 ** -0.25 = 0.533 and
+    # 0.3 * 0.05 ** -0.25 = 0.634 beat 0.4 * 0.7 ** -0.25 = 0.437, so the top-1 answers are
+    # 3 (tied with 4, lower id), 2 and 1, and 5 is third in every history: recall@1 0, MRR
+    # 1/3. Larger gammas rank alike, and the smallest gamma wins the tie.
+    assert chosen.debias == 0.25 and chosen.llm_weights == (0.0, 0.0, 0.0)
+    assert chosen.validation["fused_distinct_top1"] == 3
+    assert chosen.validation["fused_recall_at_1"] == 0.0
+    assert chosen.validation["fused_mrr"] == pytest.approx(1 / 3)
+    assert chosen.validation["counts_recall_at_1"] == 1.0  # the counts alone, undiscounted
 
 
 # ---- feedback alignment -----------------------------------------------------------
@@ -177,7 +183,7 @@ def test_align_falls_back_on_the_exposure_floor_where_no_discount_covers_markovs
     ids, where = np.array([10, 11, 12, 13]), {10: 0, 11: 1, 12: 2, 13: 3}
     feature = lambda b: np.log(np.maximum(b, 1e-12))[..., None]  # the scorer re-learns the base order
     fitted, out = pipeline._align(feature(base_val), feature(base_all), base_val, base_all, [10, 10, 11, 11, 13, 13],
-                                  np.ones(6), ids, where, np.zeros(4), np.zeros(4), m=3, min_distinct=3)
+                                  np.ones(6), ids, where, np.zeros(4), np.zeros(4), m=3, m_select=3, min_distinct=3)
     assert fitted.debias == 0.0 and fitted.top1_floor == 1 and fitted.floor_moves == 1
     assert list(out.argmax(axis=1)) == [3, 0, 1]
     assert (out > 0).tolist() == (base_all > 0).tolist()
@@ -202,6 +208,33 @@ def test_rerank_orders_any_candidate_set_and_top_mask_ranks_as_the_lookups_do():
     np.testing.assert_allclose(out.sum(axis=1), 1.0)
     # row 1: clusters 0 and 1, ordered 1 then 0
     assert list(np.argsort(-out[1])[:2]) == [1, 0]
+
+
+def test_rerank_keeps_every_candidate_above_the_clusters_outside_them():
+    from models_ml.llm import alignment
+
+    base = np.array([[0.0, 0.5, 0.3, 0.2]])
+    candidates = alignment.top_mask(base, 2)  # clusters 1 and 2
+    # the scorer gives candidate 2 next to nothing, or nothing at all: it still ranks
+    # second, above cluster 3, which is outside the candidates
+    for aligned in (np.array([[0.0, 1.0, 1e-9, 0.0]]), np.array([[0.0, 1.0, 0.0, 0.0]])):
+        out = alignment.rerank(base, aligned, candidates)[0]
+        assert list(np.argsort(-out)[:3]) == [1, 2, 3] and out[2] > out[3] > 0 and out[0] == 0.0
+        np.testing.assert_allclose(out.sum(), 1.0)
+        np.testing.assert_array_equal(alignment.top_mask(out[None], 2), candidates)
+
+
+def test_similarity_is_the_cosine_to_the_mean_of_the_history():
+    from models_ml.llm import alignment
+
+    # clusters 7, 8, 9 along x, along y and on the diagonal (lengths differ: normalised first)
+    emb = np.array([[2.0, 0.0], [0.0, 1.0], [3.0, 3.0]])
+    sim = alignment.similarity_matrix(emb, [(7, 8), (9, 7)], {7: 0, 8: 1, 9: 2})
+    # (7, 8): the mean (0.5, 0.5) points along the diagonal: cos 1/sqrt 2, 1/sqrt 2, 1
+    np.testing.assert_allclose(sim[0], [2 ** -0.5, 2 ** -0.5, 1.0])
+    # (9, 7): (1/sqrt 2 + 1, 1/sqrt 2) / 2, at 22.5 degrees: cos 22.5, cos 67.5, cos 22.5
+    c, s = math.cos(math.pi / 8), math.sin(math.pi / 8)
+    np.testing.assert_allclose(sim[1], [c, s, c])
 
 
 def test_user_folds_keep_each_users_moves_together():
@@ -231,7 +264,7 @@ def _align_candidates(targets, users=ALIGN_USERS):
     feature = np.log(np.maximum(cnt, 1e-12))[..., None]
     return pipeline._align(
         np.repeat(feature, n, axis=0), feature, np.repeat(base, n, axis=0), base, targets, np.ones(n), ALIGN_IDS,
-        ALIGN_WHERE, np.zeros(4), np.zeros(4), m=1, min_distinct=1, counts_val=np.repeat(cnt, n, axis=0),
+        ALIGN_WHERE, np.zeros(4), np.zeros(4), m=1, m_select=1, min_distinct=1, counts_val=np.repeat(cnt, n, axis=0),
         counts_all=cnt, users=users)
 
 

@@ -8,7 +8,7 @@ events of the run that starts it (novel_transition_examples.next_events). The sc
 a conditional logit over each history's candidates with features of (h, c): the LLM's
 log-probability with one weight per history segment (seen 0, 1-4, 5+ times in train, as
 lookup_evaluation cuts them: the LLM may matter where the counts are few), the smoothed
-counts' log-probability (alone and times how often h was seen, so their weight can grow
+counts' log-probability (alone and times log(1 + how often h was seen), so their weight can grow
 with their evidence), the raw count of h -> c (log 1 + n: the plain Markov table's
 evidence, which smoothing dilutes on histories seen a few times), the successors of h's first cluster (the counts back off to the
 last one only, so this is what they know of the rest of h) alone and mixed half and half
@@ -46,6 +46,7 @@ COUNT_FEATURES = ("log_p_counts", "seen_x_log_p_counts", "log1p_n_history", "log
 FEATURES = LLM_FEATURES + COUNT_FEATURES
 L2 = 1e-2
 STEPS = 300
+OUTSIDE_SHARE = 1e-6  # of its base probability, a cluster outside the re-ranked candidates keeps (rerank)
 TOP1_FLOOR = 1  # histories each cluster answers first, at least, where it is in some history's first n (cover_top1)
 # the clusters the scorer may rank: the novelty model's (fused) first m, or those and the
 # smoothed counts' first m, whichever predicts held-out validation users better
@@ -164,13 +165,20 @@ def top_mask(probs: np.ndarray, n: int) -> np.ndarray:
 def rerank(base: np.ndarray, aligned: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """Probabilities ordering each row's ``candidates`` by ``aligned``: they share
     ``base``'s mass over them in proportion to ``aligned``; every other cluster keeps a
-    vanishing share of its ``base`` probability, so it ranks below them (the lookup
-    stores the first n)."""
-    out = base * 1e-6
+    vanishing share of its ``base`` probability, always below the last candidate's, so
+    it ranks below them (the lookup stores the first n)."""
+    out = base * OUTSIDE_SHARE
     for i in range(base.shape[0]):
-        top = np.flatnonzero(candidates[i] & (base[i] > 0))
+        top = candidates[i] & (base[i] > 0)
+        if not top.any():
+            continue
         weights = aligned[i, top]
-        out[i, top] = base[i, top].sum() * weights / max(weights.sum(), FLOOR)
+        # no candidate at 0, however little the scorer gives it: it stays a candidate
+        weights = np.maximum(weights, weights.max() * FLOOR) if weights.max() > 0 else np.ones(weights.shape)
+        out[i, top] = base[i, top].sum() * weights / weights.sum()
+        rest = ~top & (base[i] > 0)
+        if rest.any():
+            out[i, rest] = base[i, rest] * min(OUTSIDE_SHARE, 0.5 * out[i, top].min() / base[i, rest].max())
     return out / out.sum(axis=1, keepdims=True)
 
 
@@ -200,9 +208,9 @@ def cover_top1(probs: np.ndarray, n: int, floor: int = TOP1_FLOOR) -> tuple[np.n
     """An exposure floor on the first answers. Online a user is sent to the lookup's
     first cluster, so a cluster that is first for no history is never explored, however
     often it is second. Every cluster in some history's first n becomes the first answer
-    of at least ``floor`` histories: greedily the cheapest promotion first, its cost the
-    log-ratio of the history's current first probability to the cluster's, taking only
-    histories whose current first answer keeps its own floor. A promoted cluster moves to
+    of at least ``floor`` histories, as far as such histories allow: greedily the cheapest
+    promotion first, its cost the log-ratio of the history's current first probability to
+    the cluster's, taking only histories whose current first answer keeps its own floor. A promoted cluster moves to
     rank 1 and the rest of the row shifts down, the row's probabilities keep their values
     rank by rank: the first n stay the same set, so recall@n does not move. Returns the
     probabilities and the number of histories changed."""

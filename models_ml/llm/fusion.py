@@ -1,5 +1,6 @@
-"""Log-linear fusion of the LLM's constrained scores with the count prior: the lookup
-that ships in ml.novel_interest_transitions.
+"""Log-linear fusion of the LLM's constrained scores with the count prior: the base the
+alignment scorer (models_ml.llm.alignment, the default mechanism) re-ranks, and the
+lookup ml.novel_interest_transitions ships under IE_LLM_MECHANISM=fusion.
 
 For a history h and a cluster c outside it,
 
@@ -141,21 +142,22 @@ def choose(
         for w in WEIGHT_GRID:
             probs = fused_probs(p_llm_val, p_counts_val, p0_fit, seg_val, [w] * n_seg, gamma)
             table[w] = counts.ranks_of(probs, cluster_ids, targets)
-        overall = max(WEIGHT_GRID, key=lambda w: (counts.recall_mrr(table[w], m), -w))
+        overall = max(WEIGHT_GRID, key=lambda w: (counts.comparable(counts.recall_mrr(table[w], m)), -w))
         per_segment = []
         for s in range(n_seg):
             mask = seg_val == s
             if mask.sum() < MIN_SEGMENT_TRANSITIONS:
                 per_segment.append(overall)
                 continue
-            per_segment.append(max(WEIGHT_GRID, key=lambda w: (counts.recall_mrr(table[w][mask], m), -w)))
+            per_segment.append(
+                max(WEIGHT_GRID, key=lambda w: (counts.comparable(counts.recall_mrr(table[w][mask], m)), -w)))
         # the per-segment optimum, and every common weight (a more even lookup may need
         # a weight that is not the most accurate one)
         for weights in [tuple(per_segment)] + [(w,) * n_seg for w in WEIGHT_GRID]:
             val_probs = fused_probs(p_llm_val, p_counts_val, p0_fit, seg_val, weights, gamma)
             recall, mrr = _score(val_probs, cluster_ids, targets, m)
             distinct = distinct_top1(fused_probs(p_llm_all, p_counts_all, p0_all, seg_all, weights, gamma))
-            key = (distinct >= min_distinct, round(recall, 12), round(mrr, 12), distinct, -gamma)
+            key = (distinct >= min_distinct, *counts.comparable((recall, mrr)), distinct, -gamma)
             if best is None or key > best[0]:
                 best = (key, list(weights), gamma, recall, mrr, distinct)
     _, weights, gamma, recall, mrr, distinct = best

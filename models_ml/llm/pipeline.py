@@ -374,9 +374,11 @@ def lookup_variants(
     seen_val = np.array([model.fit.history_count(h) for h in val_hist])
     p_counts_all, p0_all = counts.smoothed_probs(model.final, histories, a, b), counts.popularity_prior(model.final)
     seen_all = np.array([model.final.history_count(h) for h in histories])
+    m_select = counts.selection_m(len(ids), inputs.k)
+    min_distinct = fusion.markov_distinct_top1(model.final, histories)
     chosen = fusion.choose(
-        p_llm_val, p_counts_val, p0_fit, seen_val, targets, ids, bounds, min(counts.SELECTION_M, m),
-        p_llm_all, p_counts_all, p0_all, seen_all, fusion.markov_distinct_top1(model.final, histories), a, b,
+        p_llm_val, p_counts_val, p0_fit, seen_val, targets, ids, bounds, m_select,
+        p_llm_all, p_counts_all, p0_all, seen_all, min_distinct, a, b,
     )
     fused_all = fusion.fused_probs(p_llm_all, p_counts_all, p0_all, fusion.segments(seen_all, bounds),
                                    chosen.llm_weights, chosen.debias)
@@ -411,7 +413,6 @@ def lookup_variants(
     sim_val = alignment.similarity_matrix(emb, val_hist, where)
     sim_all = alignment.similarity_matrix(emb, histories, where)
     engagement = np.log1p(val["next_events"].fill_null(1).to_numpy().astype(np.float64))
-    min_distinct = fusion.markov_distinct_top1(model.final, histories)
     for name, with_llm, base_val, base_all in (("alignment", True, fused_val, fused_all),
                                                ("counts_alignment", False, p_counts_val, p_counts_all)):
         x_val = alignment.features(p_llm_val if with_llm else None, p_counts_val, n_val, first_val, p0_fit,
@@ -420,7 +421,7 @@ def lookup_variants(
                                    seen_all, seg_all, sim_all)
         fitted_alignment, aligned_all = _align(
             x_val, x_all, base_val, base_all, targets, engagement, ids, where, np.log(p0_fit), np.log(p0_all), m,
-            min_distinct, nonnegative=range(len(alignment.LLM_FEATURES)) if with_llm else (),
+            m_select, min_distinct, nonnegative=range(len(alignment.LLM_FEATURES)) if with_llm else (),
             counts_val=p_counts_val, counts_all=p_counts_all, users=val["user_id"].to_list() if with_llm else None)
         if with_llm:
             version = f"{base_version}+aligned-{fitted_alignment.digest()}-{chosen.digest()}-{counts_version}"
@@ -432,11 +433,12 @@ def lookup_variants(
 
 
 def _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where, log_p0_fit, log_p0_all, m,
-           min_distinct, nonnegative=(), counts_val=None, counts_all=None,
+           m_select, min_distinct, nonnegative=(), counts_val=None, counts_all=None,
            users=None) -> tuple[alignment.Alignment, np.ndarray]:
     """The alignment scorer fitted on the validation transitions whose target is one of
     its candidates (the weights of the features ``nonnegative`` kept >= 0), then the
-    popularity discount by the fusion's balance rule: the best validation recall among
+    popularity discount by the fusion's balance rule (validation recall: recall@``m_select``,
+    then MRR): the best validation recall among
     the discounts that keep at least ``min_distinct`` distinct top-1 clusters (or, where
     none does, the best validation recall), then the exposure floor
     (alignment.cover_top1), a backstop that moves only the histories it needs and never
@@ -460,8 +462,8 @@ def _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where, lo
             if held_out is None:
                 cv = {}
                 break
-            cv[name] = counts.recall_mrr(counts.ranks_of(held_out, ids, targets), min(counts.SELECTION_M, m))
-    chosen = max(cv, key=lambda s: (round(cv[s][0], 12), round(cv[s][1], 12), s == alignment.TOP_M)) if cv \
+            cv[name] = counts.recall_mrr(counts.ranks_of(held_out, ids, targets), m_select)
+    chosen = max(cv, key=lambda s: (*counts.comparable(cv[s]), s == alignment.TOP_M)) if cv \
         else alignment.TOP_M
     allowed_val, allowed_all = sets[chosen]
     inside = allowed_val[np.arange(len(targets)), target_col]
@@ -474,11 +476,11 @@ def _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where, lo
         candidate = replace(fitted_alignment, debias=gamma)
         val_ranked = alignment.rerank(base_val, alignment.scores(x_val, base_val > 0, candidate, log_p0_fit),
                                       allowed_val)
-        recall, mrr = counts.recall_mrr(counts.ranks_of(val_ranked, ids, targets), min(counts.SELECTION_M, m))
+        recall, mrr = counts.recall_mrr(counts.ranks_of(val_ranked, ids, targets), m_select)
         all_ranked = alignment.rerank(base_all, alignment.scores(x_all, base_all > 0, candidate, log_p0_all),
                                       allowed_all)
         distinct = fusion.distinct_top1(all_ranked)
-        key = (distinct >= min_distinct, round(recall, 12), round(mrr, 12), distinct, -gamma)
+        key = (distinct >= min_distinct, *counts.comparable((recall, mrr)), distinct, -gamma)
         if best is None or key > best[0]:
             best = (key, candidate, all_ranked)
     covered, moves = alignment.cover_top1(best[2], m)

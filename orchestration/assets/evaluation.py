@@ -66,7 +66,7 @@ def policy_lookups(context: AssetExecutionContext, warehouse: WarehouseResource)
         counts.write_policy_lookups(con, blocks)
         n = wh.row_count(con, config.POLICY_LOOKUPS)
     context.log.info(f"markov_smoothed alpha {smoothing.alpha} beta {smoothing.beta} "
-                     f"(validation recall@{counts.SELECTION_M} {smoothing.validation_recall:.3f}); "
+                     f"(validation recall@{smoothing.m} {smoothing.validation_recall:.3f}); "
                      f"zero-shot {'on' if config.zero_shot_enabled() else 'off'} ({zero_seconds:.0f}s)")
     return MaterializeResult(
         metadata={
