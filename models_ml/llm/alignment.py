@@ -39,7 +39,9 @@ import torch
 from models_ml.counts import rank_order
 from models_ml.llm.fusion import FLOOR
 
-SEGMENTS = ("seen_0", "seen_1_4", "seen_5_plus")  # lookup_evaluation's segments (var history_seen_bounds)
+# fusion.segments' index (lookup_evaluation's seen segments, cut by var history_seen_bounds:
+# by default seen 0, 1-4, 5+ times), the naming the fusion's weights have too
+SEGMENTS = ("segment_0", "segment_1", "segment_2")
 LLM_FEATURES = tuple(f"log_p_llm_{s}" for s in SEGMENTS)
 COUNT_FEATURES = ("log_p_counts", "seen_x_log_p_counts", "log1p_n_history", "log_p_first", "log_p_either", "log_p0",
                   "similarity")

@@ -23,7 +23,8 @@
 {%- set seed = var('seed') | int -%}
 {%- set depth = var('lookup_depth') | int -%}
 {%- set baselines = ['markov', 'markov_smoothed', 'popularity', 'zero_shot', 'counts_alignment'] -%}
-{%- set segments = ['seen_0', 'seen_' ~ bounds[0] ~ '_' ~ (bounds[1] - 1), 'seen_' ~ bounds[1] ~ '_plus'] -%}
+{%- set first = 'seen_0' if bounds[0] == 1 else 'seen_0_' ~ (bounds[0] - 1) -%}
+{%- set segments = [first, 'seen_' ~ bounds[0] ~ '_' ~ (bounds[1] - 1), 'seen_' ~ bounds[1] ~ '_plus'] -%}
 {#- the first two together: every history seen fewer than bounds[1] times, where counts are thin -#}
 {%- set thin = 'seen_0_' ~ (bounds[1] - 1) -%}
 
