@@ -12,8 +12,9 @@ and with popularity by additive (Dirichlet) back-off,
 
 then the history's own clusters removed and the rest renormalised. alpha and beta are
 chosen on the validation fold of the train users: counts of the 'fit' fold (n_fit)
-score the validation users' transitions, the best (alpha, beta) by recall@5 (then MRR)
-wins, and the final model counts every train user (n_train). Eval never takes part.
+score the validation users' transitions, the best (alpha, beta) by recall@5 (then MRR;
+fewer than 5 where a level has too few clusters: selection_m) wins, and the final model
+counts every train user (n_train). Eval never takes part.
 """
 
 from __future__ import annotations
