@@ -86,16 +86,15 @@ def read_counts(con: duckdb.DuckDBPyConnection, level: int, k: int) -> pl.DataFr
     """The successor_counts rows of one (level, k)."""
     if not wh.table_exists(con, config.SUCCESSOR_COUNTS):
         raise LookupError(f"{config.SUCCESSOR_COUNTS} does not exist; run the dbt assets first")
-    rows = wh.query(
+    # no rows is not an error here: without a validation fold (a tiny warehouse) the
+    # lookup never reads the counts and the LLM's rows ship alone; fitting on them fails
+    # with the fold named (fit_smoothing)
+    return wh.query(
         con,
         f"select context, history, next_cluster_id, n_train, n_fit from {config.SUCCESSOR_COUNTS} "
         "where level = ? and k = ? order by all",
         [level, k],
     )
-    if rows.height == 0:
-        raise LookupError(f"{config.SUCCESSOR_COUNTS} has no rows for level {level}, k {k}; "
-                          f"build the dbt marts with that k first")
-    return rows
 
 
 def _chain(p0: np.ndarray, one: np.ndarray, beta: float, hist: np.ndarray | None = None,
