@@ -223,6 +223,11 @@ def comparable(figures: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(round(x, 12) for x in figures)
 
 
+def score_lookup(probs: np.ndarray, cluster_ids: np.ndarray, targets: Sequence[int], m: int) -> tuple[float, float]:
+    """(recall@m, MRR) of ranking each row by ``probs`` against its target."""
+    return recall_mrr(ranks_of(probs, cluster_ids, targets), m)
+
+
 def recall_mrr(ranks: np.ndarray, m: int) -> tuple[float, float]:
     found = ranks > 0
     recall = float(np.mean(found & (ranks <= m))) if len(ranks) else 0.0
@@ -237,7 +242,7 @@ class Smoothing:
     validation_recall: float  # recall@m on the validation fold
     validation_mrr: float
     validation_transitions: int
-    m: int = SELECTION_M  # selection_m of the level and K
+    m: int  # selection_m of the level and K
 
 
 def fit_smoothing(
@@ -255,8 +260,7 @@ def fit_smoothing(
     m = selection_m(len(fit_counts.cluster_ids), len(hist[0]))
     best: tuple | None = None
     for alpha, beta in itertools.product(grid, grid):
-        ranks = ranks_of(smoothed_probs(fit_counts, hist, alpha, beta), fit_counts.cluster_ids, targets)
-        recall, mrr = recall_mrr(ranks, m)
+        recall, mrr = score_lookup(smoothed_probs(fit_counts, hist, alpha, beta), fit_counts.cluster_ids, targets, m)
         key = (*comparable((recall, mrr)), -alpha, -beta)  # ties: the smaller weights
         if best is None or key > best[0]:
             best = (key, Smoothing(alpha, beta, recall, mrr, len(targets), m))

@@ -212,9 +212,9 @@ def cover_top1(probs: np.ndarray, n: int, floor: int = TOP1_FLOOR) -> tuple[np.n
     often it is second. Every cluster in some history's first n becomes the first answer
     of at least ``floor`` histories, as far as such histories allow: greedily the cheapest
     promotion first, its cost the log-ratio of the history's current first probability to
-    the cluster's, taking only histories whose current first answer keeps its own floor. A promoted cluster moves to
-    rank 1 and the rest of the row shifts down, the row's probabilities keep their values
-    rank by rank: the first n stay the same set, so recall@n does not move. Returns the
+    the cluster's, taking only histories whose current first answer keeps its own floor. A
+    promoted cluster moves to rank 1 and the rest of the row shifts down, the row's
+    probabilities keep their values rank by rank: the first n stay the same set, so recall@n does not move. Returns the
     probabilities and the number of histories changed."""
     out = probs.copy()
     order = rank_order(probs)

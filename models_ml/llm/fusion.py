@@ -102,10 +102,6 @@ def fused_probs(
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _score(probs: np.ndarray, cluster_ids: np.ndarray, targets: Sequence[int], m: int) -> tuple[float, float]:
-    return counts.recall_mrr(counts.ranks_of(probs, cluster_ids, targets), m)
-
-
 def distinct_top1(probs: np.ndarray) -> int:
     return int(len(np.unique(probs.argmax(axis=1))))
 
@@ -155,14 +151,14 @@ def choose(
         # a weight that is not the most accurate one)
         for weights in [tuple(per_segment)] + [(w,) * n_seg for w in WEIGHT_GRID]:
             val_probs = fused_probs(p_llm_val, p_counts_val, p0_fit, seg_val, weights, gamma)
-            recall, mrr = _score(val_probs, cluster_ids, targets, m)
+            recall, mrr = counts.score_lookup(val_probs, cluster_ids, targets, m)
             distinct = distinct_top1(fused_probs(p_llm_all, p_counts_all, p0_all, seg_all, weights, gamma))
             key = (distinct >= min_distinct, *counts.comparable((recall, mrr)), distinct, -gamma)
             if best is None or key > best[0]:
                 best = (key, list(weights), gamma, recall, mrr, distinct)
     _, weights, gamma, recall, mrr, distinct = best
-    llm_only = _score(p_llm_val, cluster_ids, targets, m)
-    counts_only = _score(p_counts_val, cluster_ids, targets, m)
+    llm_only = counts.score_lookup(p_llm_val, cluster_ids, targets, m)
+    counts_only = counts.score_lookup(p_counts_val, cluster_ids, targets, m)
     validation = {
         "transitions": int(len(targets)),
         f"fused_recall_at_{m}": recall, "fused_mrr": mrr, "fused_distinct_top1": distinct,

@@ -462,7 +462,7 @@ def _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where, lo
             if held_out is None:
                 cv = {}
                 break
-            cv[name] = counts.recall_mrr(counts.ranks_of(held_out, ids, targets), m_select)
+            cv[name] = counts.score_lookup(held_out, ids, targets, m_select)
     chosen = max(cv, key=lambda s: (*counts.comparable(cv[s]), s == alignment.TOP_M)) if cv \
         else alignment.TOP_M
     allowed_val, allowed_all = sets[chosen]
@@ -476,7 +476,7 @@ def _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where, lo
         candidate = replace(fitted_alignment, debias=gamma)
         val_ranked = alignment.rerank(base_val, alignment.scores(x_val, base_val > 0, candidate, log_p0_fit),
                                       allowed_val)
-        recall, mrr = counts.recall_mrr(counts.ranks_of(val_ranked, ids, targets), m_select)
+        recall, mrr = counts.score_lookup(val_ranked, ids, targets, m_select)
         all_ranked = alignment.rerank(base_all, alignment.scores(x_all, base_all > 0, candidate, log_p0_all),
                                       allowed_all)
         distinct = fusion.distinct_top1(all_ranked)
