@@ -34,6 +34,8 @@ from models_ml.cli import report
 SELECTION = "group:warehouse or group:llm or group:evaluation"
 SETUP = "group:ingestion or group:clusters"  # what every run reads and none rebuilds
 HISTORY_LENGTHS = (1, 2, 3)
+# evaluation measures every configuration, the losing ones too: the refresh gates off
+GATES_OFF = {"IE_GATE_MATCH_RATE": "0", "IE_GATE_RECALL_MARGIN": "-1", "IE_GATE_NDCG_MARGIN": "-1"}
 
 
 def configurations(n_clusters: dict[int, int]) -> list[dict]:
@@ -53,8 +55,7 @@ def configurations(n_clusters: dict[int, int]) -> list[dict]:
 
 def run_env(run: dict, n_clusters: dict[int, int]) -> dict[str, str]:
     env = dict(os.environ, IE_LEVEL=str(run["level"]), IE_K=str(run["k"]), IE_SPLIT_MODE=run["split_mode"])
-    # evaluation measures every configuration, the losing ones too: the refresh gates off
-    for name, off in (("IE_GATE_MATCH_RATE", "0"), ("IE_GATE_RECALL_MARGIN", "-1"), ("IE_GATE_NDCG_MARGIN", "-1")):
+    for name, off in GATES_OFF.items():
         env.setdefault(name, off)
     if run["full"]:
         return env

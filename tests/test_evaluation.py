@@ -324,3 +324,42 @@ def test_report_orders_and_labels_the_seen_segments():
                  key=report._seen_order)
     assert got == ["recall_at_5__seen_0", "recall_at_5__seen_0_4", "recall_at_5__seen_1_4", "recall_at_5__seen_5_plus"]
     assert [report._seen_label(m) for m in got] == ["seen 0", "seen 0-4", "seen 1-4", "seen 5+"]
+
+
+def _demo_worlds():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_worlds", config.REPO_ROOT / "bench" / "demo_worlds.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_worlds_pool_independent_differences_by_hand():
+    # world 1: +0.1 [0.0, 0.2] over 100 transitions, world 2: -0.1 [-0.3, 0.1] over 300.
+    # mean (10 - 30) / 400 = -0.05; standard errors 0.1 / z and 0.2 / z, weighted by 1/4
+    # and 3/4: sqrt(0.025^2 + 0.15^2) / z = 0.152069 / z, so the interval is -0.05 +- 0.152069
+    pooled = _demo_worlds().pool([(0.1, 0.0, 0.2, 100), (-0.1, -0.3, 0.1, 300)])
+    assert pooled["value"] == pytest.approx(-0.05)
+    assert pooled["ci_low"] == pytest.approx(-0.05 - math.sqrt(0.023125), abs=1e-9)
+    assert pooled["ci_high"] == pytest.approx(-0.05 + math.sqrt(0.023125), abs=1e-9)
+    assert (pooled["n"], pooled["worlds_above"], pooled["worlds_level"], pooled["worlds_below"]) == (400, 1, 0, 1)
+
+
+def test_demo_worlds_judge_each_world_by_the_issue_targets():
+    # markov_smoothed has the best recall, the llm's difference to it reaches 0 (not below);
+    # on thin histories the llm beats markov and popularity but ties markov_smoothed
+    ev = {("llm", "match_rate"): (0.99, None, None, None)}
+    for p, recall, thin, top1 in (("llm", 0.70, 0.60, 30), ("markov", 0.68, 0.55, 30),
+                                  ("markov_smoothed", 0.71, 0.60, 25), ("popularity", 0.20, 0.20, 3)):
+        ev[(p, "recall_at_5")] = (recall, None, None, 10)
+        ev[(p, "recall_at_5__seen_0_4")] = (thin, None, None, 4)
+        ev[(p, "distinct_top1")] = (top1, None, None, 10)
+        if p != "llm":
+            ev[("llm", f"diff_recall_at_5_vs_{p}")] = (0.70 - recall, -0.5, 0.5, 10)
+            ev[("llm", f"diff_recall_at_5_vs_{p}__seen_0_4")] = (0.60 - thin, -0.1, 0.1, 4)
+    ev[("llm", "diff_recall_at_5_vs_markov_smoothed")] = (-0.01, -0.03, 0.0, 10)
+    targets = _demo_worlds().world_summary(ev, 5)["targets"]
+    assert targets == {"best_count_policy": "markov_smoothed", "recall_not_below_best": True,
+                       "thin_above_every_count_policy": False, "distinct_top1_at_least_markov": True,
+                       "match_rate": 0.99}
