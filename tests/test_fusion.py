@@ -191,6 +191,38 @@ def test_align_falls_back_on_the_exposure_floor_where_no_discount_covers_markovs
     assert out[0, 3] == out[1, 0] and out[0, 0] == out[1, 3] and out[0, 1] == out[1, 1]
 
 
+def test_align_judges_the_discount_on_the_floored_lookup():
+    """Cluster 12 (unpopular, log p0 = log 0.05) is first nowhere. A discount of 0.5 makes it
+    first in history 0 (the scorer learns weight w = 1.73 on log base: w log(0.35 / 0.5) + 0.5
+    log(0.4 / 0.05) = +0.42 > 0, while history 1 keeps 10: w log(0.15 / 0.55) + 1.04 < 0), but
+    history 0's two validation users went to 10: recall@1 drops from 5/6 to 3/6. The exposure
+    floor makes 12 first in history 0 too (its cheapest, log(0.5 / 0.35), and 10 stays first
+    in history 1) without a discount, so the served lookup keeps every first answer at no
+    validation cost, and the discount is not bought."""
+    from models_ml.llm import alignment, pipeline
+
+    base_all = np.array([[0.50, 0.10, 0.35, 0.05], [0.55, 0.20, 0.15, 0.10],
+                         [0.10, 0.50, 0.05, 0.35], [0.10, 0.35, 0.05, 0.50]])
+    base_val = base_all[[0, 0, 1, 1, 2, 3]]
+    targets = [10, 10, 10, 11, 11, 13]
+    ids, where = np.array([10, 11, 12, 13]), {10: 0, 11: 1, 12: 2, 13: 3}
+    log_p0 = np.log(np.array([0.4, 0.3, 0.05, 0.25]))
+    feature = lambda b: np.log(np.maximum(b, 1e-12))[..., None]
+    fitted, out = pipeline._align(feature(base_val), feature(base_all), base_val, base_all, targets, np.ones(6), ids,
+                                  where, log_p0, log_p0, m=3, m_select=1, min_distinct=4)
+    assert fitted.weights[0] == pytest.approx(1.73, abs=0.01)
+    assert fitted.debias == 0.0 and fitted.floor_moves == 1
+    assert list(out.argmax(axis=1)) == [2, 0, 1, 3]
+    # the premise: gamma 0.5 alone gives the four first answers, at 3/6 recall@1
+    discounted = replace(fitted, debias=0.5)
+    val_ranked = alignment.rerank(base_val, alignment.scores(feature(base_val), base_val > 0, discounted, log_p0),
+                                  alignment.top_mask(base_val, 3))
+    assert counts.score_lookup(val_ranked, ids, targets, 1)[0] == pytest.approx(3 / 6)
+    all_ranked = alignment.rerank(base_all, alignment.scores(feature(base_all), base_all > 0, discounted, log_p0),
+                                  alignment.top_mask(base_all, 3))
+    assert list(all_ranked.argmax(axis=1)) == [2, 0, 1, 3]
+
+
 def test_rerank_orders_any_candidate_set_and_top_mask_ranks_as_the_lookups_do():
     from models_ml.llm import alignment
 
