@@ -223,6 +223,39 @@ def test_align_judges_the_discount_on_the_floored_lookup():
     assert list(all_ranked.argmax(axis=1)) == [2, 0, 1, 3]
 
 
+def test_top1_entropy_is_normalised_by_the_clusters():
+    # first answers 0, 0, 1, 2 of 4 clusters: -(1/2 ln 1/2 + 2 * 1/4 ln 1/4) / ln 4 = 0.75
+    probs = np.array([[0.7, 0.1, 0.1, 0.1], [0.4, 0.3, 0.2, 0.1], [0.1, 0.6, 0.2, 0.1], [0.1, 0.2, 0.6, 0.1]])
+    assert fusion.top1_entropy(probs) == pytest.approx(0.75)
+    assert fusion.top1_entropy(np.eye(4)) == pytest.approx(1.0)
+
+
+def test_align_buys_evenness_the_floor_cannot_give_with_a_discount():
+    """The floor covers every cluster but cannot spread the first answers: with histories 4
+    and 5 added (10 first in both, 12 a close second in 4), the floored lookup at gamma 0 or
+    0.25 answers 10, 10, 11, 13, 12, 10: entropy (1/2 ln 2 + 1/2 ln 6) / ln 4 = 0.896. Gamma
+    0.5 also makes 12 first in history 0: 12, 10, 11, 13, 12, 10, entropy (2/3 ln 3 + 1/3 ln 6)
+    / ln 4 = 0.959, at validation recall@1 3/6 instead of 5/6. Required to be at least 0.9
+    even (the smoothed counts' evenness, in the pipeline), the scorer pays for it; without
+    it the tie at 5/6 goes to 0.25, four distinct first answers before the floor against three."""
+    from models_ml.llm import pipeline
+
+    base_all = np.array([[0.50, 0.10, 0.35, 0.05], [0.55, 0.20, 0.15, 0.10], [0.10, 0.50, 0.05, 0.35],
+                         [0.10, 0.35, 0.05, 0.50], [0.45, 0.10, 0.40, 0.05], [0.50, 0.30, 0.10, 0.10]])
+    base_val = base_all[[0, 0, 1, 1, 2, 3]]
+    ids, where = np.array([10, 11, 12, 13]), {10: 0, 11: 1, 12: 2, 13: 3}
+    log_p0 = np.log(np.array([0.4, 0.3, 0.05, 0.25]))
+    feature = lambda b: np.log(np.maximum(b, 1e-12))[..., None]
+    chosen = {}
+    for min_entropy in (0.0, 0.9):
+        fitted, out = pipeline._align(feature(base_val), feature(base_all), base_val, base_all, [10, 10, 10, 11, 11, 13],
+                                      np.ones(6), ids, where, log_p0, log_p0, m=3, m_select=1, min_distinct=4,
+                                      min_entropy=min_entropy)
+        chosen[min_entropy] = (fitted.debias, list(out.argmax(axis=1)), round(fusion.top1_entropy(out), 4))
+    assert chosen[0.0] == (0.25, [0, 0, 1, 3, 2, 0], round((math.log(2) / 2 + math.log(6) / 2) / math.log(4), 4))
+    assert chosen[0.9] == (0.5, [2, 0, 1, 3, 2, 0], round((2 * math.log(3) / 3 + math.log(6) / 3) / math.log(4), 4))
+
+
 def test_rerank_orders_any_candidate_set_and_top_mask_ranks_as_the_lookups_do():
     from models_ml.llm import alignment
 

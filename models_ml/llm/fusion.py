@@ -106,6 +106,14 @@ def distinct_top1(probs: np.ndarray) -> int:
     return int(len(np.unique(probs.argmax(axis=1))))
 
 
+def top1_entropy(probs: np.ndarray) -> float:
+    """Entropy of the rows' first answers over the columns, normalised by log(columns):
+    1 when every cluster is first equally often (lookup_evaluation's top1_entropy)."""
+    share = np.bincount(probs.argmax(axis=1), minlength=probs.shape[1]) / probs.shape[0]
+    share = share[share > 0]
+    return float(-(share * np.log(share)).sum() / np.log(probs.shape[1]))
+
+
 def markov_distinct_top1(c: counts.SuccessorCounts, histories: Sequence[tuple[int, ...]]) -> int:
     """Distinct top-1 clusters of the plain Markov table (count_lookups): the history's
     count, then the last cluster's, then popularity, then cluster id."""

@@ -376,6 +376,7 @@ def lookup_variants(
     seen_all = np.array([model.final.history_count(h) for h in histories])
     m_select = counts.selection_m(len(ids), inputs.k)
     min_distinct = fusion.markov_distinct_top1(model.final, histories)
+    min_entropy = fusion.top1_entropy(p_counts_all)  # markov_smoothed's evenness: the aligned lookups keep at least it
     chosen = fusion.choose(
         p_llm_val, p_counts_val, p0_fit, seen_val, targets, ids, bounds, m_select,
         p_llm_all, p_counts_all, p0_all, seen_all, min_distinct, a, b,
@@ -421,7 +422,8 @@ def lookup_variants(
                                    seen_all, seg_all, sim_all)
         fitted_alignment, aligned_all = _align(
             x_val, x_all, base_val, base_all, targets, engagement, ids, where, np.log(p0_fit), np.log(p0_all), m,
-            m_select, min_distinct, nonnegative=range(len(alignment.LLM_FEATURES)) if with_llm else (),
+            m_select, min_distinct, min_entropy=min_entropy,
+            nonnegative=range(len(alignment.LLM_FEATURES)) if with_llm else (),
             counts_val=p_counts_val, counts_all=p_counts_all, users=val["user_id"].to_list() if with_llm else None)
         if with_llm:
             version = f"{base_version}+aligned-{fitted_alignment.digest()}-{chosen.digest()}-{counts_version}"
@@ -433,17 +435,18 @@ def lookup_variants(
 
 
 def _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where, log_p0_fit, log_p0_all, m,
-           m_select, min_distinct, nonnegative=(), counts_val=None, counts_all=None,
+           m_select, min_distinct, min_entropy=0.0, nonnegative=(), counts_val=None, counts_all=None,
            users=None) -> tuple[alignment.Alignment, np.ndarray]:
     """The alignment scorer fitted on the validation transitions whose target is one of
     its candidates (the weights of the features ``nonnegative`` kept >= 0), then the
-    popularity discount by the fusion's balance rule (validation recall: recall@``m_select``,
-    then MRR) judged on the lookup as served, after the exposure floor
-    (alignment.cover_top1, which moves only the histories it needs and never the first
-    m): the best validation recall among the discounts whose floored lookup has at least
-    ``min_distinct`` distinct top-1 clusters (or, where none has, the best validation
-    recall; ties go to more distinct top-1 before the floor, then the smaller discount).
-    Returns the scorer and every history's re-ranked, floored lookup.
+    popularity discount by a balance rule judged on the lookup as served, after the
+    exposure floor (alignment.cover_top1, which moves only the histories it needs and
+    never the first m): the best validation recall (recall@``m_select``, then MRR) among
+    the discounts whose floored lookup has at least ``min_distinct`` distinct top-1
+    clusters (the floor gives those cheaply) and a top-1 entropy of at least
+    ``min_entropy`` (evenness, which the floor does not buy), or, where none has, the best
+    validation recall; ties go to more distinct top-1 before the floor, then the smaller
+    discount. Returns the scorer and every history's re-ranked, floored lookup.
 
     The candidates are the base lookup's first m; given the smoothed counts
     (``counts_*``) and the validation transitions' ``users``, also those and the counts'
@@ -480,12 +483,12 @@ def _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where, lo
         recall, mrr = counts.score_lookup(val_ranked, ids, targets, m_select)
         all_ranked = alignment.rerank(base_all, alignment.scores(x_all, base_all > 0, candidate, log_p0_all),
                                       allowed_all)
-        # the balance rule judges the lookup as served, with the exposure floor: a discount
-        # that buys distinct first answers the floor gives for a few moves costs recall for
-        # nothing (demo world 2: gamma 2 cost 2 points of validation recall@5 for 2 clusters)
+        # judged as served, with the floor: a discount that buys first answers the floor gives
+        # in a few moves costs recall for nothing (demo world 2: gamma 2 cost 2 points of
+        # validation recall@5 for 2 clusters); evenness the floor cannot fake is kept apart
         covered, moves = alignment.cover_top1(all_ranked, m)
-        key = (fusion.distinct_top1(covered) >= min_distinct, *counts.comparable((recall, mrr)),
-               fusion.distinct_top1(all_ranked), -gamma)
+        balanced = fusion.distinct_top1(covered) >= min_distinct and fusion.top1_entropy(covered) >= min_entropy
+        key = (balanced, *counts.comparable((recall, mrr)), fusion.distinct_top1(all_ranked), -gamma)
         if best is None or key > best[0]:
             best = (key, candidate, covered, moves)
     _, fitted, covered, moves = best
