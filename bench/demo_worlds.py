@@ -64,8 +64,9 @@ def build_world(seed: int, split_mode: str) -> dict:
     env = dict(os.environ, IE_SOURCE="demo", IE_DEMO_SEED=str(seed), IE_SPLIT_MODE=split_mode,
                DUCKDB_DATABASE=str(db), DAGSTER_HOME=str(home), **GATES_OFF)
     t0 = time.perf_counter()
+    # the run's log goes to stderr: stdout is the JSON alone
     rc = subprocess.run([sys.executable, "-m", "orchestration.materialize", "--select", "*"],
-                        cwd=config.REPO_ROOT, env=env).returncode
+                        cwd=config.REPO_ROOT, env=env, stdout=sys.stderr).returncode
     return {"returncode": rc, "seconds": round(time.perf_counter() - t0, 1)}
 
 
