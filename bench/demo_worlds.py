@@ -38,7 +38,12 @@ from orchestration.evaluate import GATES_OFF  # noqa: E402
 
 Z95 = 1.959964
 ABLATION = "counts_alignment"  # the shipped scorer without the LLM's features
-THIN = "seen_0_4"  # lookup_evaluation's histories seen 0-4 times in train (the issue's thin histories)
+
+
+def thin_segment() -> str:
+    """lookup_evaluation's label of the histories seen fewer than the second bound of var
+    history_seen_bounds times in train (by default seen_0_4: the issue's thin histories)."""
+    return f"seen_0_{int(config.dbt_vars()['history_seen_bounds'][1]) - 1}"
 
 
 def pool(rows: list[tuple[float, float, float, int]]) -> dict:
@@ -92,14 +97,15 @@ def read_world(db: Path, split_mode: str, level: int, k: int) -> dict[tuple[str,
 def world_summary(ev: dict[tuple[str, str], tuple], m: int) -> dict:
     """The issue's targets in one world: recall@m not significantly below the best count
     policy, above every count policy on thin histories, distinct top-1 at least markov's."""
-    recall, thin = f"recall_at_{m}", f"recall_at_{m}__{THIN}"
-    out = {p: {"recall": ev[(p, recall)][0], THIN: ev[(p, thin)][0], "distinct_top1": ev[(p, "distinct_top1")][0]}
+    segment = thin_segment()
+    recall, thin = f"recall_at_{m}", f"recall_at_{m}__{segment}"
+    out = {p: {"recall": ev[(p, recall)][0], segment: ev[(p, thin)][0], "distinct_top1": ev[(p, "distinct_top1")][0]}
            for p in ("llm", *COUNT_POLICIES, ABLATION) if (p, recall) in ev}
     best = max(COUNT_POLICIES, key=lambda p: ev[(p, recall)][0])
     out["targets"] = {
         "best_count_policy": best,
         "recall_not_below_best": ev[("llm", f"diff_{recall}_vs_{best}")][2] >= 0,
-        "thin_above_every_count_policy": all(ev[("llm", f"diff_{recall}_vs_{p}__{THIN}")][0] > 0 for p in COUNT_POLICIES),
+        "thin_above_every_count_policy": all(ev[("llm", f"diff_{recall}_vs_{p}__{segment}")][0] > 0 for p in COUNT_POLICIES),
         "distinct_top1_at_least_markov": ev[("llm", "distinct_top1")][0] >= ev[("markov", "distinct_top1")][0],
         "match_rate": ev[("llm", "match_rate")][0],
     }
