@@ -96,45 +96,6 @@ def test_choose_discounts_popularity_when_the_top1_answers_collapse():
     assert chosen.validation["counts_recall_at_1"] == 1.0  # the counts alone, undiscounted
 
 
-def test_choose_judges_the_discount_on_the_lookup_as_served():
-    from models_ml.llm import alignment
-
-    # six histories over three clusters; everyone went to the popular cluster 3 (p0 0.6).
-    # Undiscounted, 3 is first everywhere: one distinct top-1 where markov has three.
-    # gamma scales a cluster by p0 ** -gamma: clusters 1 and 2 gain 3 ** gamma on 3, so the
-    # 0.3-against-0.5 rows turn at gamma > log(1/0.6)/log 3 = 0.465 and the 0.25 rows at
-    # gamma > log 2/log 3 = 0.631
-    p = np.array([[0.3, 0.2, 0.5]] * 2 + [[0.2, 0.3, 0.5]] * 2 + [[0.25, 0.25, 0.5]] * 2)
-    p0, ids, seen = np.array([0.2, 0.2, 0.6]), np.array([1, 2, 3]), np.full(6, 9)
-
-    def choose(**kw):
-        return fusion.choose(p, p, p0, seen, [3] * 6, ids, (1, 5), m=1, p_llm_all=p, p_counts_all=p, p0_all=p0,
-                             seen_all=seen, min_distinct=3, alpha=1.0, beta=1.0, **kw)
-
-    def served(probs):
-        return alignment.cover_top1(probs, n=2)
-
-    # judged unserved (the old rule), only gamma 0.5 has three first answers: (1, 1, 2, 2, 3, 3),
-    # at validation recall@1 2/6 against 6/6 undiscounted
-    old = choose()
-    assert old.debias == 0.5 and old.validation["fused_recall_at_1"] == pytest.approx(2 / 6)
-    # served with the floor, gamma 0 already has them: cluster 1 takes a 0.3-row (cost
-    # log(0.5/0.3) = 0.51, below the 0.25-rows' 0.69), cluster 2 the other kind, two moves
-    new = choose(serve=served)
-    assert new.debias == 0.0 and new.validation["fused_recall_at_1"] == 1.0
-    assert new.validation["fused_distinct_top1"] == 1 and new.validation["fused_distinct_top1_served"] == 3
-    assert new.validation["fused_floor_moves"] == 2
-    # first-answer shares (1/6, 1/6, 4/6): entropy (2/6 log 6 + 4/6 log 1.5)/log 3 = 0.789, which
-    # the floor cannot raise; gamma 0.5 gives (2, 2, 2) = 1.0, and gamma 0.75 (4, 2, 0) = 0.579
-    assert fusion.top1_entropy(served(fusion.fused_probs(p, p, p0, np.full(6, 2), [0.0] * 3, 0.0))[0]) \
-        == pytest.approx((2 / 6 * math.log(6) + 4 / 6 * math.log(1.5)) / math.log(3))
-    even = choose(serve=served, min_entropy=0.9)
-    assert even.debias == 0.5 and even.validation["fused_floor_moves"] == 0
-    # the floor enters the digest once recorded (the pipeline records the one it serves with)
-    assert replace(old, debias=0.0).digest() == new.digest()
-    assert replace(new, top1_floor=1).digest() != new.digest()
-
-
 # ---- feedback alignment -----------------------------------------------------------
 
 def test_alignment_learns_the_feature_users_stay_with_and_reranks_only_the_top():

@@ -19,19 +19,17 @@ nor the counts it is fused with (n_fit) have seen: per segment the w_b of
 :data:`WEIGHT_GRID` with the best validation recall@5 (MRR breaks ties; segments with
 fewer than :data:`MIN_SEGMENT_TRANSITIONS` validation transitions share the overall
 best) or one weight for all segments, for each gamma of :data:`DEBIAS_GRID`; among the
-choices whose lookup as served (final counts, every history, after the exposure floor
-the caller serves it with) has at least as many distinct top-1 clusters as the plain
-Markov table and a top-1 entropy of at least the smoothed counts', the one with the best
-validation recall (when none has, the best recall overall, and the shortfall shows in
-lookup_evaluation). The alignment's popularity discount is chosen by the same rule
-(models_ml.llm.pipeline). Eval never takes part.
+choices whose lookup (final counts, every history) has at least as many distinct top-1
+clusters as the plain Markov table, the one with the best validation recall (when none
+has, the best recall overall, and the shortfall shows in lookup_evaluation). Eval never
+takes part.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -53,10 +51,9 @@ class Fusion:
     alpha: float  # count smoothing (models_ml.counts)
     beta: float
     validation: dict  # validation figures of llm_only, counts and the fused lookup
-    top1_floor: int = 0  # the exposure floor the lookup is served with (0: none)
 
     def digest(self) -> str:
-        keep = {k: v for k, v in asdict(self).items() if k != "validation" and (k != "top1_floor" or v)}
+        keep = {k: v for k, v in asdict(self).items() if k != "validation"}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -136,15 +133,10 @@ def choose(
     p_llm_val: np.ndarray, p_counts_val: np.ndarray, p0_fit: np.ndarray, seen_val: np.ndarray,
     targets: Sequence[int], cluster_ids: np.ndarray, bounds: Sequence[int], m: int,
     p_llm_all: np.ndarray, p_counts_all: np.ndarray, p0_all: np.ndarray, seen_all: np.ndarray,
-    min_distinct: int, alpha: float, beta: float, min_entropy: float = 0.0,
-    serve: Callable[[np.ndarray], tuple[np.ndarray, int]] | None = None,
+    min_distinct: int, alpha: float, beta: float,
 ) -> Fusion:
     """The fusion weights (see the module docstring) from the validation transitions
-    (``*_val``: one row per transition) and every history (``*_all``, final counts).
-    ``serve`` turns every history's fused lookup into the one served and counts the
-    histories it moved (the exposure floor, alignment.cover_top1); the balance rule
-    (``min_distinct``, ``min_entropy``) judges the served lookup. Ties go to more distinct
-    top-1 before the floor, then the smaller discount."""
+    (``*_val``: one row per transition) and every history (``*_all``, final counts)."""
     seg_val, seg_all = segments(seen_val, bounds), segments(seen_all, bounds)
     n_seg = len(bounds) + 1
     targets = np.asarray(targets)
@@ -168,22 +160,16 @@ def choose(
         for weights in [tuple(per_segment)] + [(w,) * n_seg for w in WEIGHT_GRID]:
             val_probs = fused_probs(p_llm_val, p_counts_val, p0_fit, seg_val, weights, gamma)
             recall, mrr = counts.score_lookup(val_probs, cluster_ids, targets, m)
-            all_probs = fused_probs(p_llm_all, p_counts_all, p0_all, seg_all, weights, gamma)
-            served, moves = serve(all_probs) if serve is not None else (all_probs, 0)
-            # judged as served: a discount that buys first answers the floor gives in a few
-            # moves costs recall for nothing; evenness the floor cannot fake is kept apart
-            balanced = distinct_top1(served) >= min_distinct and top1_entropy(served) >= min_entropy
-            distinct = distinct_top1(all_probs)
-            key = (balanced, *counts.comparable((recall, mrr)), distinct, -gamma)
+            distinct = distinct_top1(fused_probs(p_llm_all, p_counts_all, p0_all, seg_all, weights, gamma))
+            key = (distinct >= min_distinct, *counts.comparable((recall, mrr)), distinct, -gamma)
             if best is None or key > best[0]:
-                best = (key, list(weights), gamma, recall, mrr, distinct, distinct_top1(served), moves)
-    _, weights, gamma, recall, mrr, distinct, distinct_served, moves = best
+                best = (key, list(weights), gamma, recall, mrr, distinct)
+    _, weights, gamma, recall, mrr, distinct = best
     llm_only = counts.score_lookup(p_llm_val, cluster_ids, targets, m)
     counts_only = counts.score_lookup(p_counts_val, cluster_ids, targets, m)
     validation = {
         "transitions": int(len(targets)),
         f"fused_recall_at_{m}": recall, "fused_mrr": mrr, "fused_distinct_top1": distinct,
-        "fused_distinct_top1_served": distinct_served, "fused_floor_moves": moves,
         f"llm_only_recall_at_{m}": llm_only[0], "llm_only_mrr": llm_only[1],
         f"counts_recall_at_{m}": counts_only[0], "counts_mrr": counts_only[1],
         "markov_distinct_top1": min_distinct,

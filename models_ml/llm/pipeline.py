@@ -380,9 +380,7 @@ def lookup_variants(
     chosen = fusion.choose(
         p_llm_val, p_counts_val, p0_fit, seen_val, targets, ids, bounds, m_select,
         p_llm_all, p_counts_all, p0_all, seen_all, min_distinct, a, b,
-        min_entropy=min_entropy, serve=lambda probs: alignment.cover_top1(probs, m),
     )
-    chosen = replace(chosen, top1_floor=alignment.TOP1_FLOOR)
     fused_all = fusion.fused_probs(p_llm_all, p_counts_all, p0_all, fusion.segments(seen_all, bounds),
                                    chosen.llm_weights, chosen.debias)
     base_version = llm_rows["model_version"][0]
@@ -396,10 +394,8 @@ def lookup_variants(
         return rows.select(list(pairs.LOOKUP_SCHEMA))
 
     counts_version = model.version(config.split_mode())
-    # served as the aligned lookup is, with the exposure floor (first m unchanged)
-    fused_served, _ = alignment.cover_top1(fused_all, m)
     out["fusion"] = LookupVariant(
-        "llm_fusion", rows_of(fused_served, f"{base_version}+fused-{chosen.digest()}-{counts_version}"), chosen
+        "llm_fusion", rows_of(fused_all, f"{base_version}+fused-{chosen.digest()}-{counts_version}"), chosen
     )
     # feedback alignment: a scorer of (history, cluster) fitted on the validation
     # transitions' engagement re-ranks the fused top m; the same scorer without the LLM
