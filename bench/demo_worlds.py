@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models_ml import config  # noqa: E402
 from models_ml import warehouse as wh  # noqa: E402
-from models_ml.cli.report import COUNT_POLICIES  # noqa: E402
+from models_ml.cli.report import COUNT_POLICIES, adapter_history  # noqa: E402
 from models_ml.counts import SELECTION_M  # noqa: E402
 from orchestration.evaluate import GATES_OFF  # noqa: E402
 
@@ -85,12 +85,10 @@ def read_world(db: Path, split_mode: str, level: int, k: int) -> dict[tuple[str,
                              "where level = ? and k = ? and split_mode = ?", [level, k, split_mode])
         if not rows.height:
             raise ValueError(f"{db}: lookup_evaluation has no rows at level {level}, k {k}, split {split_mode}")
-        # the llm lookup's version starts with its adapter's: that adapter's last fine-tuning step
-        adapter = rows.filter(rows["policy"] == "llm")["model_version"][0].split("+")[0]
-        match = wh.query(con, f"select match_rate from {config.FINETUNE_HISTORY} where model_version = ? "
-                              "order by step desc limit 1", [adapter])
+        # the match rate of the adapter's last fine-tuning step
+        hist = adapter_history(con, rows.filter(rows["policy"] == "llm")["model_version"][0])
     out = {(p, mt): (v, lo, hi, n) for p, mt, v, lo, hi, n, _ in rows.iter_rows()}
-    out[("llm", "match_rate")] = (match["match_rate"][0] if match.height else None, None, None, None)
+    out[("llm", "match_rate")] = (hist.sort("step")["match_rate"][-1] if hist.height else None, None, None, None)
     return out
 
 

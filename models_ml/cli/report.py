@@ -92,6 +92,17 @@ def _plot_recall_curves(ev: pl.DataFrame, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def adapter_history(con, lookup_version: str) -> pl.DataFrame:
+    """Every fine-tuning step of the adapter an llm lookup was decoded with (no rows when it
+    has none): the lookup's model_version is the adapter's, or starts with it (a fused or
+    aligned lookup names its adapter before a '+')."""
+    hist = wh.query(con, f"select * from {config.FINETUNE_HISTORY} where model_version = ?", [lookup_version])
+    if hist.height == 0:
+        hist = wh.query(con, f"select * from {config.FINETUNE_HISTORY} where ? like model_version || '%'",
+                        [lookup_version])
+    return hist
+
+
 def _seen_order(metric: str) -> tuple[int, int]:
     """Segments by their lower bound, a segment before the wider one it starts
     (seen_0, seen_0_4, seen_1_4, seen_5_plus)."""
@@ -213,11 +224,7 @@ def build_report(con, out_dir: Path | None = None) -> Report:
     # fine-tuning curve of the shipped model
     llm_rows = default.filter((pl.col("policy") == "llm") & (pl.col("split_mode") == config.split_mode()))
     if wh.table_exists(con, config.FINETUNE_HISTORY) and llm_rows.height:
-        version = llm_rows["model_version"][0]
-        hist = wh.query(con, f"select * from {config.FINETUNE_HISTORY} where model_version = ?", [version])
-        if hist.height == 0:  # a fused lookup names its adapter after a '+'
-            hist = wh.query(con, f"select * from {config.FINETUNE_HISTORY} where ? like model_version || '%'",
-                            [version])
+        hist = adapter_history(con, llm_rows["model_version"][0])
         if hist.height:
             img = out_dir / "finetune_curve.png"
             plot_finetune_curve(hist, img)
