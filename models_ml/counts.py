@@ -132,25 +132,13 @@ def _back_off(counts: SuccessorCounts, histories: Sequence[Sequence[int]], alpha
 Move = tuple[object, tuple[int, ...], int]  # (user, history, next cluster)
 
 
-@dataclass(frozen=True)
-class LeftOut:
-    """What the counts say of each example (user, history, next) with that user's own
-    moves taken out of every count: (E, C) arrays unless stated."""
-
-    p_counts: np.ndarray  # markov_smoothed p(c | history), the history's clusters excluded
-    n_history: np.ndarray  # raw counts of history -> c
-    seen: np.ndarray  # (E,) transitions that left the history
-    p_first: np.ndarray  # p1(c | first cluster of the history), as first_cluster_probs
-    p0: np.ndarray  # add-one popularity
-
-
-def leave_user_out(counts: SuccessorCounts, moves: Sequence[Move], examples: Sequence[Move], alpha: float,
-                   beta: float) -> LeftOut:
-    """Each example's count features with its own user's ``moves`` taken out of every
-    count of the chain (the history's, its last and first clusters' and popularity's).
-    ``moves`` must be the transitions ``counts`` were made of (successor_counts.n_fit: the
-    fit fold's), so what an example is scored with never includes the example itself,
-    nor anything else its user did."""
+def leave_user_out_probs(counts: SuccessorCounts, moves: Sequence[Move], examples: Sequence[Move], alpha: float,
+                         beta: float) -> np.ndarray:
+    """(E,) markov_smoothed p(next | history) of each example (user, history, next), with
+    that user's own ``moves`` taken out of every count of the chain (the history's, its
+    last cluster's and popularity's). ``moves`` must be the transitions ``counts`` were
+    made of (successor_counts.n_fit: the fit fold's), so what an example is scored
+    with never includes the example itself, nor anything else its user did."""
     size = len(counts.cluster_ids)
     where = counts.index
     own_hist: dict[tuple, np.ndarray] = {}
@@ -161,34 +149,18 @@ def leave_user_out(counts: SuccessorCounts, moves: Sequence[Move], examples: Seq
         for table, key in ((own_hist, (user, h)), (own_last, (user, h[-1])), (own_all, user)):
             table.setdefault(key, np.zeros(size))[j] += 1.0
     zeros = np.zeros(size)
-    shape = (len(examples), size)
-    out = LeftOut(np.empty(shape), np.empty(shape), np.empty(len(examples)), np.empty(shape), np.empty(shape))
-    for i, (user, h, _) in enumerate(examples):
+    out = np.empty(len(examples))
+    for i, (user, h, c) in enumerate(examples):
         h = tuple(int(x) for x in h)
         overall = counts.overall - own_all.get(user, zeros)
         if (overall < 0).any():
             raise ValueError(f"user {user!r} has more moves than the counts hold: moves and counts must be the same fold")
         p0 = _add_one(overall)
         one = counts.by_last.get(h[-1], zeros) - own_last.get((user, h[-1]), zeros)
-        first = counts.by_last.get(h[0], zeros) - own_last.get((user, h[0]), zeros)
         hist = counts.by_history.get(h, zeros) - own_hist.get((user, h), zeros)
-        mine = [where[x] for x in h]
-        out.p_counts[i] = _exclude(_chain(p0, one, beta, hist, alpha), mine)
-        out.p_first[i] = _exclude(_chain(p0, first, beta), mine)
-        out.n_history[i] = hist
-        out.n_history[i, mine] = 0.0
-        out.seen[i] = hist.sum()
-        out.p0[i] = p0
+        p = _exclude(_chain(p0, one, beta, hist, alpha), [where[x] for x in h])
+        out[i] = p[where[int(c)]]
     return out
-
-
-def leave_user_out_probs(counts: SuccessorCounts, moves: Sequence[Move], examples: Sequence[Move], alpha: float,
-                         beta: float) -> np.ndarray:
-    """(E,) markov_smoothed p(next | history) of each example (user, history, next), with
-    that user's own ``moves`` taken out of every count (:func:`leave_user_out`)."""
-    left = leave_user_out(counts, moves, examples, alpha, beta)
-    where = counts.index
-    return left.p_counts[np.arange(len(examples)), [where[int(c)] for _, _, c in examples]]
 
 
 def smoothed_probs(counts: SuccessorCounts, histories: Sequence[Sequence[int]], alpha: float, beta: float) -> np.ndarray:

@@ -408,17 +408,6 @@ def test_alignment_features_give_the_llm_one_column_per_segment():
     xc = alignment.features(None, p_cnt, n_hist, p_first, p0, np.array([0, 7]), np.array([0, 2]), sim)
     assert xc.shape[-1] == len(alignment.COUNT_FEATURES)
     np.testing.assert_allclose(xc, x[..., len(alignment.LLM_FEATURES):])
-    # stacked: the count features become one score, log p_counts + 2 log p_first here
-    stack = np.zeros(len(alignment.COUNT_FEATURES))
-    stack[[alignment.COUNT_FEATURES.index("log_p_counts"), alignment.COUNT_FEATURES.index("log_p_first")]] = 1.0, 2.0
-    xs = alignment.features(p_llm, p_cnt, n_hist, p_first, p0, np.array([0, 7]), np.array([0, 2]), sim, stack=stack)
-    assert xs.shape == (2, 2, len(alignment.LLM_FEATURES) + 1)
-    np.testing.assert_allclose(xs[1, :, -1], np.log([0.6 * 0.3**2, 0.4 * 0.7**2]))
-    np.testing.assert_allclose(xs[..., :-1], x[..., :len(alignment.LLM_FEATURES)])
-    # popularity may differ per row (each example's own user left out of it)
-    xr = alignment.features(None, p_cnt, n_hist, p_first, np.array([[0.4, 0.6], [0.5, 0.5]]), np.array([0, 7]),
-                            np.array([0, 2]), sim)
-    np.testing.assert_allclose(xr[1, :, alignment.COUNT_FEATURES.index("log_p0")], np.log([0.5, 0.5]))
 
 
 # ---- collaborative evidence in the prompt --------------------------------------------
@@ -500,10 +489,9 @@ def test_lookup_variants_build_every_mechanism_from_the_models_rows():
          for r, (c, s) in enumerate(zip([c for c in desc if c not in h], (0.6, 0.4)), start=1)],
         schema=pairs.LOOKUP_SCHEMA, orient="row")
     trans = pl.DataFrame({"history": [[1, 2]] * 40 + [[3, 4]] * 40, "next_cluster_id": [3] * 40 + [1] * 40,
-                          "next_events": [2] * 80, "user_id": [f"u{i % 20}" for i in range(80)],
-                          "fold": (["fit"] * 20 + ["validation"] * 20) * 2},
+                          "next_events": [2] * 80, "user_id": [f"u{i % 20}" for i in range(80)]},
                          schema={"history": pl.List(pl.Int32), "next_cluster_id": pl.Int32, "next_events": pl.Int64,
-                                 "user_id": pl.String, "fold": pl.String})
+                                 "user_id": pl.String})
     count_rows = pl.DataFrame(
         [("history", [1, 2], 3, 30, 20), ("history", [3, 4], 1, 30, 20), ("last_cluster", [2], 3, 30, 20),
          ("last_cluster", [4], 1, 30, 20), ("all", [], 3, 30, 20), ("all", [], 1, 30, 20)],
@@ -522,18 +510,8 @@ def test_lookup_variants_build_every_mechanism_from_the_models_rows():
     assert "+aligned-" in variants["alignment"].rows["model_version"][0]
     # the ablation reads no LLM: its scorer has the count features only
     assert variants["counts_alignment"].name == "counts_alignment"
-    # the count features are one score, weighted on the fit fold's 40 moves (n_fit: 20 + 20),
-    # each with its user's moves left out; the validation fold weighs that score and the LLM's
-    count = pipeline.alignment.COUNT_SCORE
-    assert variants["counts_alignment"].alignment.feature_names() == (count,)
-    assert len(variants["counts_alignment"].alignment.weights) == 1
-    assert variants["alignment"].alignment.feature_names() == pipeline.alignment.LLM_FEATURES + (count,)
-    assert len(variants["alignment"].alignment.weights) == len(pipeline.alignment.LLM_FEATURES) + 1
-    for name in ("alignment", "counts_alignment"):
-        fitted = variants[name].alignment
-        assert len(fitted.count_weights) == len(pipeline.alignment.COUNT_FEATURES)
-        # the version covers the count score's weights too
-        assert fitted.digest() != replace(fitted, count_weights=()).digest()
+    assert len(variants["counts_alignment"].alignment.weights) == len(pipeline.alignment.COUNT_FEATURES)
+    assert len(variants["alignment"].alignment.weights) == len(pipeline.alignment.FEATURES)
     # both scorers' lookups pass the exposure floor: every cluster they list is first somewhere
     for name in ("alignment", "counts_alignment"):
         rows, fitted = variants[name].rows, variants[name].alignment
@@ -581,71 +559,6 @@ def test_leave_user_out_probs_take_the_users_moves_out_of_every_count():
     assert plain[3] > 0.2 > got[1]
     with pytest.raises(ValueError, match="same fold"):
         counts.leave_user_out_probs(_residual_counts(), RESIDUAL_MOVES * 2, examples, 1.0, 1.0)
-
-
-def test_leave_user_out_gives_every_count_feature_without_the_users_moves():
-    examples = [("u3", (1, 2), 4), ("u1", (1, 2), 3), ("u1", (2, 4), 5)]
-    left = counts.leave_user_out(_residual_counts(), RESIDUAL_MOVES, examples, alpha=1.0, beta=1.0)
-    # u3: history (1, 2) had {3: 2, 4: 1}, u3's own move to 4 out: {3: 2}, seen 2;
-    # popularity without u3's two moves (1, 1, 3, 1, 1) / 7; first cluster 1 has no
-    # successors, so its p1 is popularity, 1 and 2 excluded: (0, 0, 3, 1, 1) / 5
-    np.testing.assert_allclose(left.n_history[0], [0, 0, 2, 0, 0])
-    np.testing.assert_allclose(left.p0[0], np.array([1, 1, 3, 1, 1]) / 7)
-    np.testing.assert_allclose(left.p_first[0], np.array([0, 0, 3, 1, 1]) / 5)
-    # u1: (1, 2) keeps {3: 1, 4: 1}; popularity (1, 1, 2, 2, 2) / 8
-    np.testing.assert_allclose(left.n_history[1], [0, 0, 1, 1, 0])
-    np.testing.assert_allclose(left.p0[1], np.array([1, 1, 2, 2, 2]) / 8)
-    # u1 from (2, 4), never seen: first cluster 2's successors without u1's {3: 1} are
-    # {3: 1, 4: 1, 5: 1}; p1 = (one + p0) / 4 ~ (1, 1, 10, 10, 10), 2 and 4 excluded:
-    # (1, 0, 10, 0, 10) / 21; last cluster 4 has none: the smoothed counts are
-    # popularity, (1, 0, 2, 0, 2) / 5
-    np.testing.assert_allclose(left.p_first[2], np.array([1, 0, 10, 0, 10]) / 21)
-    np.testing.assert_allclose(left.p_counts[2], np.array([1, 0, 2, 0, 2]) / 5)
-    np.testing.assert_allclose(left.seen, [2, 2, 0])
-    # the same smoothed probabilities leave_user_out_probs gives (its test works them out)
-    np.testing.assert_allclose(left.p_counts[1, 2], 42 / 94)
-    np.testing.assert_allclose(left.p_counts[0, 3], 1 / 61)
-
-
-def test_the_count_score_is_weighted_on_moves_scored_without_their_own_user():
-    """Deleted interpolation, hand-built: from history (1, 2) user u<c> always goes to
-    cluster c, twice. Scored with its own moves, every target is a counted cluster; with
-    them left out it is the one cluster the others never chose (raw count 0 against 2).
-    So the count score must learn to put the uncounted cluster first."""
-    from models_ml.llm import alignment, pipeline
-    from models_ml.llm import finetune as ft
-
-    ids = [1, 2, 3, 4, 5, 6]
-    rows = [(ctx, h, c, 2, 2) for c in (3, 4, 5, 6) for ctx, h in (("history", [1, 2]), ("last_cluster", [2]),
-                                                                    ("all", []))]
-    frame = pl.DataFrame(rows, schema={"context": pl.String, "history": pl.List(pl.Int32),
-                                       "next_cluster_id": pl.Int32, "n_train": pl.Int64, "n_fit": pl.Int64},
-                         orient="row")
-    fit = counts.counts_from_frame(frame, ids, "n_fit")
-    model = counts.FittedCounts(counts.Smoothing(1.0, 1.0, 0.0, 0.0, 0, 4), fit, fit)
-    moves = pl.DataFrame({"history": [[1, 2]] * 8, "next_cluster_id": [3, 3, 4, 4, 5, 5, 6, 6],
-                          "next_events": [1] * 8, "user_id": [f"u{c}" for c in (3, 3, 4, 4, 5, 5, 6, 6)],
-                          "fold": ["fit"] * 8})
-    desc = {c: f"cluster {c}" for c in ids}
-    inputs = ft.LlmInputs(2, 2, desc, moves.head(0), moves, moves, moves.head(0))
-    emb = np.eye(len(ids))  # orthogonal descriptions: the similarity column is the same for 3..6
-    where = fit.index
-    stack = pipeline.count_score_weights(inputs, model, emb, where, (1, 5), m=4)
-    assert stack is not None and stack.shape == (len(alignment.COUNT_FEATURES),)
-    # u3's move, its own moves left out: 3 has count 0, 4, 5 and 6 have 2 each
-    left = counts.leave_user_out(fit, [(u, (1, 2), c) for u, c in zip(moves["user_id"], moves["next_cluster_id"])],
-                                 [("u3", (1, 2), 3)], 1.0, 1.0)
-    np.testing.assert_allclose(left.n_history[0], [0, 0, 0, 2, 2, 2])
-    x = alignment.features(None, left.p_counts, left.n_history, left.p_first, left.p0, left.seen,
-                           np.array([2]), alignment.similarity_matrix(emb, [(1, 2)], where), stack=stack)
-    score = x[0, :, 0]
-    assert score[where[3]] > max(score[where[4]], score[where[5]], score[where[6]])
-    # without leaving the user out, the counts would have ranked 3 level with the rest
-    plain = alignment.features(None, counts.smoothed_probs(fit, [(1, 2)], 1.0, 1.0),
-                               counts.history_counts(fit, [(1, 2)]), counts.first_cluster_probs(fit, [(1, 2)], 1.0),
-                               counts.popularity_prior(fit), np.array([8]), np.array([2]),
-                               alignment.similarity_matrix(emb, [(1, 2)], where))
-    np.testing.assert_allclose(plain[0, where[3]], plain[0, where[4]])
 
 
 def test_residual_resampling_keeps_each_historys_size_and_follows_the_weights():

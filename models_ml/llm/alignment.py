@@ -13,15 +13,10 @@ with their evidence), the raw count of h -> c (log 1 + n: the plain Markov table
 evidence, which smoothing dilutes on histories seen a few times), the successors of h's first cluster (the counts back off to the
 last one only, so this is what they know of the rest of h) alone and mixed half and half
 with the counts' (a log-linear score can only say "both"; the mixture says "either"),
-popularity and the cosine similarity of c's description to h's. Those count features
-are first folded into one score (:data:`COUNT_SCORE`), their weights fitted on the fit
-fold's own transitions, each scored with its user's moves taken out of the counts
-(deleted interpolation: many times the validation fold's transitions, thin histories
-among them as eval sees them). The scorer is then fitted on the validation fold of the
-train users (the LLM and the counts n_fit it reads have not seen them): the LLM's
-weights and that score's. Each transition is weighted by log(1 + engagement), so pairs
-users stayed with count more; the final lookup re-ranks every history's first n clusters
-by it. Eval never takes part.
+popularity and the cosine similarity of c's description to h's. It is fitted on the validation fold of the train
+users (the LLM and the counts n_fit it reads have not seen them), each transition
+weighted by log(1 + engagement), so pairs users stayed with count more; the final
+lookup re-ranks every history's first n clusters by it. Eval never takes part.
 
 The scorer can only order the clusters it is given: the fused first n, or those and the
 smoothed counts' first n (:data:`WITH_COUNTS`), whichever the scorer ranks better for
@@ -51,10 +46,6 @@ LLM_FEATURES = tuple(f"log_p_llm_{s}" for s in SEGMENTS)
 COUNT_FEATURES = ("log_p_counts", "seen_x_log_p_counts", "log1p_n_history", "log_p_first", "log_p_either", "log_p0",
                   "similarity")
 FEATURES = LLM_FEATURES + COUNT_FEATURES
-# the count features folded into one score by weights fitted on the fit fold's transitions
-# with each user's own moves left out (pipeline.count_score_weights); the validation fold then fits the LLM's
-# weights beside that one score
-COUNT_SCORE = "count_score"
 L2 = 1e-2
 STEPS = 300
 OUTSIDE_SHARE = 1e-6  # of its base probability, a cluster outside the re-ranked candidates keeps (rerank)
@@ -76,17 +67,9 @@ class Alignment:
     floor_moves: int = 0  # histories whose first answer the floor changed
     candidates: str = TOP_M  # TOP_M or WITH_COUNTS
     cv_recall: tuple[tuple[str, float], ...] = ()  # cross-fitted validation recall of each candidate set
-    count_weights: tuple[float, ...] = ()  # the stacked count score's weights (COUNT_FEATURES order; pipeline.count_score_weights)
-
-    def feature_names(self) -> tuple[str, ...]:
-        """The names of :attr:`weights`, in order."""
-        counted = (COUNT_SCORE,) if self.count_weights else COUNT_FEATURES
-        return (LLM_FEATURES if len(self.weights) > len(counted) else ()) + counted
 
     def digest(self) -> str:
         key = (tuple(round(w, 6) for w in self.weights), self.debias)
-        if self.count_weights:
-            key += (tuple(round(w, 6) for w in self.count_weights),)
         if self.top1_floor:
             key += (self.top1_floor,)
         if self.candidates != TOP_M:
@@ -95,20 +78,15 @@ class Alignment:
 
 
 def features(p_llm: np.ndarray | None, p_counts: np.ndarray, n_history: np.ndarray, p_first: np.ndarray,
-             p0: np.ndarray, seen: np.ndarray, segment: np.ndarray, similarity: np.ndarray,
-             stack: np.ndarray | None = None) -> np.ndarray:
+             p0: np.ndarray, seen: np.ndarray, segment: np.ndarray, similarity: np.ndarray) -> np.ndarray:
     """(H, C, F) features of every (history, cluster) pair, in :data:`FEATURES` order
     (:data:`COUNT_FEATURES` only when ``p_llm`` is None). ``n_history``: the raw
-    counts of h -> c; ``segment``: each history's index into :data:`SEGMENTS`; ``p0``:
-    (C,) or one row per history. With ``stack`` (weights in :data:`COUNT_FEATURES`
-    order) the count features are one column, their weighted sum (:data:`COUNT_SCORE`)."""
+    counts of h -> c; ``segment``: each history's index into :data:`SEGMENTS`."""
     b = np.log(np.maximum(p_counts, FLOOR))
     s = np.log1p(np.asarray(seen, dtype=np.float64))[:, None]
     either = np.log(np.maximum(0.5 * (p_counts + p_first), FLOOR))  # a mixture: c may follow either cluster
-    cols = [b, s * b, np.log1p(n_history), np.log(np.maximum(p_first, FLOOR)), either, np.broadcast_to(np.log(p0) if np.ndim(p0) == 2 else np.log(p0)[None], b.shape),
+    cols = [b, s * b, np.log1p(n_history), np.log(np.maximum(p_first, FLOOR)), either, np.broadcast_to(np.log(p0)[None], b.shape),
             similarity]
-    if stack is not None:
-        cols = [np.stack(cols, axis=-1) @ stack]
     if p_llm is not None:
         a = np.log(np.maximum(p_llm, FLOOR))
         seg = np.asarray(segment)[:, None]

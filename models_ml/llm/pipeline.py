@@ -414,20 +414,17 @@ def lookup_variants(
     sim_val = alignment.similarity_matrix(emb, val_hist, where)
     sim_all = alignment.similarity_matrix(emb, histories, where)
     engagement = np.log1p(val["next_events"].fill_null(1).to_numpy().astype(np.float64))
-    stack = count_score_weights(inputs, model, emb, where, bounds, m)
     for name, with_llm, base_val, base_all in (("alignment", True, fused_val, fused_all),
                                                ("counts_alignment", False, p_counts_val, p_counts_all)):
         x_val = alignment.features(p_llm_val if with_llm else None, p_counts_val, n_val, first_val, p0_fit,
-                                   seen_val, seg_val, sim_val, stack=stack)
+                                   seen_val, seg_val, sim_val)
         x_all = alignment.features(p_llm_all if with_llm else None, p_counts_all, n_all, first_all, p0_all,
-                                   seen_all, seg_all, sim_all, stack=stack)
+                                   seen_all, seg_all, sim_all)
         fitted_alignment, aligned_all = _align(
             x_val, x_all, base_val, base_all, targets, engagement, ids, where, np.log(p0_fit), np.log(p0_all), m,
             m_select, min_distinct, min_entropy=min_entropy,
             nonnegative=range(len(alignment.LLM_FEATURES)) if with_llm else (),
             counts_val=p_counts_val, counts_all=p_counts_all, users=val["user_id"].to_list() if with_llm else None)
-        if stack is not None:
-            fitted_alignment = replace(fitted_alignment, count_weights=tuple(float(w) for w in stack))
         if with_llm:
             version = f"{base_version}+aligned-{fitted_alignment.digest()}-{chosen.digest()}-{counts_version}"
             out[name] = LookupVariant("llm_alignment", rows_of(aligned_all, version), chosen, fitted_alignment)
@@ -435,31 +432,6 @@ def lookup_variants(
             version = f"counts_alignment:{fitted_alignment.digest()}:{counts_version}"
             out[name] = LookupVariant(COUNTS_ALIGNMENT, rows_of(aligned_all, version), None, fitted_alignment)
     return out
-
-
-def count_score_weights(inputs: LlmInputs, model: counts.FittedCounts, emb: np.ndarray, where: dict[int, int],
-                 bounds: tuple[int, ...], m: int) -> np.ndarray | None:
-    """The count features' weights fitted on the fit fold's own transitions, each scored
-    with its user's moves left out of the counts (counts.leave_user_out): deleted
-    interpolation, many times the validation fold's transitions, thin histories among
-    them as eval sees them. None where the fit fold has none."""
-    fit = inputs.train_transitions.filter(pl.col("fold") == "fit")
-    if fit.height == 0:
-        return None
-    moves = [(u, tuple(int(c) for c in h), int(n))
-             for u, h, n in fit.select("user_id", "history", "next_cluster_id").iter_rows()]
-    a, b = model.smoothing.alpha, model.smoothing.beta
-    left = counts.leave_user_out(model.fit, moves, moves, a, b)
-    hist = [h for _, h, _ in moves]
-    x = alignment.features(None, left.p_counts, left.n_history, left.p_first, left.p0, left.seen,
-                           fusion.segments(left.seen, bounds), alignment.similarity_matrix(emb, hist, where))
-    allowed = alignment.top_mask(left.p_counts, m)
-    target = np.array([where[n] for _, _, n in moves])
-    inside = allowed[np.arange(len(target)), target]
-    if not inside.any():
-        return None
-    weight = np.log1p(fit["next_events"].fill_null(1).to_numpy().astype(np.float64))
-    return np.asarray(alignment.fit(x[inside], allowed[inside], target[inside], weight[inside]).weights)
 
 
 def _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where, log_p0_fit, log_p0_all, m,

@@ -212,9 +212,7 @@ def novel_interest_transitions(context: AssetExecutionContext, warehouse: Wareho
     aligned = variants[mechanism].alignment
     if aligned is not None:
         fusion_meta.update({f"alignment_{name}": MetadataValue.float(w)
-                            for name, w in zip(aligned.feature_names(), aligned.weights)})
-        fusion_meta.update({f"alignment_{pipeline.alignment.COUNT_SCORE}_{name}": MetadataValue.float(w)
-                            for name, w in zip(pipeline.alignment.COUNT_FEATURES, aligned.count_weights)})
+                            for name, w in zip(pipeline.alignment.FEATURES, aligned.weights)})
         fusion_meta["alignment_debias"] = MetadataValue.float(aligned.debias)
         fusion_meta["alignment_top1_floor_moves"] = MetadataValue.int(aligned.floor_moves)
         fusion_meta["alignment_candidates"] = aligned.candidates
