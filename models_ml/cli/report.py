@@ -94,13 +94,10 @@ def _plot_recall_curves(ev: pl.DataFrame, path: Path, title: str) -> None:
 
 def adapter_history(con, lookup_version: str) -> pl.DataFrame:
     """Every fine-tuning step of the adapter an llm lookup was decoded with (no rows when it
-    has none): the lookup's model_version is the adapter's, or starts with it (a fused or
-    aligned lookup names its adapter before a '+')."""
-    hist = wh.query(con, f"select * from {config.FINETUNE_HISTORY} where model_version = ?", [lookup_version])
-    if hist.height == 0:
-        hist = wh.query(con, f"select * from {config.FINETUNE_HISTORY} where ? like model_version || '%'",
-                        [lookup_version])
-    return hist
+    has none): the lookup's model_version is the adapter's, or names it before a '+' (a
+    fused or aligned lookup)."""
+    adapter = lookup_version.split("+", 1)[0]
+    return wh.query(con, f"select * from {config.FINETUNE_HISTORY} where model_version = ?", [adapter])
 
 
 def _seen_order(metric: str) -> tuple[int, int]:
