@@ -363,3 +363,61 @@ def test_demo_worlds_judge_each_world_by_the_issue_targets():
     assert targets == {"best_count_policy": "markov_smoothed", "recall_not_below_best": True,
                        "thin_above_every_count_policy": False, "distinct_top1_at_least_markov": True,
                        "match_rate": 0.99}
+
+
+def _demo_ceiling():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_ceiling", config.REPO_ROOT / "bench" / "demo_ceiling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_ceiling_tabulates_novel_moves_by_hand():
+    # user 0 (themes 1 1 2 3 2 4, collapsed 1 2 3 2 4): (1, 2) -> 3 novel, (2, 3) -> 2 a
+    # revisit (not counted), (3, 2) -> 4 novel; user 1 (5 6 7): (5, 6) -> 7. The first
+    # two positions of a user have no history of two; user 1's first theme does not
+    # continue user 0's sequence.
+    users = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1])
+    themes = np.array([1, 1, 2, 3, 2, 4, 5, 6, 7])
+    got = _demo_ceiling().novel_table(users, themes, 8)
+    assert [tuple(x) for x in np.argwhere(got)] == [(1, 2, 3), (3, 2, 4), (5, 6, 7)]
+    assert got.sum() == 3
+
+
+def test_demo_ceiling_ranks_by_the_table_outside_the_history():
+    # clusters 0..4, m = 2. History (0, 1) left to 2 (5 times), 3 (4) and 0 (9: the
+    # history's own cluster, excluded): first 2 = {2, 3}. History (2, 3) never left: the
+    # back-off is the novel moves after cluster 3, from (0, 3) -> 4 (2) and (1, 3) -> 1
+    # (1): first 2 = {4, 1}. History (4, 1): one move to 3, plus half the back-off after
+    # cluster 1 (moves to 0: 9, 2: 5, 3: 4 + 1 of 19): 3 (1 + 5/38), then 0 (9/38) before 2.
+    mod = _demo_ceiling()
+    table = np.zeros((5, 5, 5))
+    table[0, 1, [2, 3, 0]] = [5, 4, 9]
+    table[0, 3, 4] = 2
+    table[1, 3, 1] = 1
+    table[4, 1, 3] = 1
+    hist = [[0, 1], [0, 1], [0, 1], [2, 3], [2, 3], [2, 3], [4, 1], [4, 1]]
+    label = np.array([2, 3, 4, 4, 1, 0, 3, 0])
+    got = mod.ceiling_hits(hist, label, table, m=2)
+    assert got.tolist() == [True, True, False, True, True, False, True, True]
+
+
+def test_demo_ceiling_paired_bootstrap_by_hand():
+    # user a: two transitions, the ceiling hits one, llm both; user b: one, the ceiling
+    # misses, llm hits. Recall: ceiling 1/3, llm 1, difference -2/3. A replicate is (a, a),
+    # (a, b) or (b, b): ceiling 2/4, 1/3 or 0, the difference -1/2, -2/3 or -1.
+    mod = _demo_ceiling()
+    users = np.array(["a", "a", "b"])
+    hits = {"ceiling": np.array([True, False, False]), "llm": np.array([True, True, True])}
+    got = mod.bootstrap(users, hits, np.ones(3, dtype=bool), n_boot=200, seed=0)
+    assert got["n"] == 3
+    assert got["recall"]["ceiling"][0] == pytest.approx(1 / 3, abs=1e-4)
+    assert got["recall"]["llm"] == [1.0, 1.0, 1.0]
+    value, lo, hi = got["diff"]["ceiling_minus_llm"]
+    assert value == pytest.approx(-2 / 3, abs=1e-4)
+    assert -1.0 <= lo < hi <= -0.5 and lo == -1.0 and hi == -0.5
+    # a mask keeps user b's transition only
+    only_b = mod.bootstrap(users, hits, np.array([False, False, True]), n_boot=50, seed=0)
+    assert only_b["n"] == 1 and only_b["recall"]["ceiling"][0] == 0.0

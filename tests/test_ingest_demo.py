@@ -171,3 +171,44 @@ def test_bad_sizes(monkeypatch):
 def test_few_events_still_give_every_user_one():
     r = demo.generate(n_users=50, n_items=40, n_events=120, seed=1)
     assert (r.stats["users"], r.interactions.height, r.items.height) == (50, 120, 40)
+
+
+def test_demo_world_replays_the_generator(small):
+    # the world bench/demo_ceiling.py draws a fresh population from is the one generate() drew
+    world = demo.DemoWorld.of_seed(seed=11, n_items=400)
+    assert world.items.equals(small.items)
+    assert np.array_equal(small.truth["theme_idx"].to_numpy(), world.theme_of_item)
+    p = world.p
+    assert p.shape == (demo.N_THEMES,) * 3 and np.allclose(p.sum(axis=2), 1.0)
+    idx = np.arange(demo.N_THEMES)
+    assert not p[idx, :, idx].any() and not p[:, idx, idx].any()  # never to a or to b
+    assert world.start.sum() == pytest.approx(1.0)
+    assert not np.allclose(demo.DemoWorld.of_seed(seed=12, n_items=400).p, p)  # another seed, another world
+
+
+def test_fresh_population_of_the_same_world():
+    world = demo.DemoWorld.of_seed(seed=11, n_items=400)
+    users, item_idx, rating = world.events(np.random.default_rng(1), n_users=2000, n_events=100_000)
+    again = world.events(np.random.default_rng(1), n_users=2000, n_events=100_000)
+    assert all(np.array_equal(x, y) for x, y in zip((users, item_idx, rating), again))
+    assert len(users) == 100_000 and np.array_equal(np.unique(users), np.arange(2000))
+    assert np.all(np.diff(users) >= 0)  # users contiguous, in order
+    # positives at the demo's share, and novel moves where P puts its mass: the mean P of
+    # the theme taken is far above the 1/38 of a uniform pick outside the history
+    assert 0.74 < np.mean(rating >= POSITIVE) < 0.79
+    theme = world.theme_of_item[item_idx]
+    pos = rating >= POSITIVE
+    trans = novel_transitions(collapsed_sequences(users[pos], theme[pos]))
+    assert len(trans) > 1000
+    assert np.mean([world.p[a, b, c] for a, b, c in trans]) > 4 / 38
+
+
+def collapsed_sequences(users: np.ndarray, themes: np.ndarray) -> list[list[int]]:
+    """Each user's themes in order, consecutive repeats collapsed (users contiguous)."""
+    out: list[list[int]] = []
+    for j, (u, t) in enumerate(zip(users.tolist(), themes.tolist())):
+        if j == 0 or u != users[j - 1]:
+            out.append([t])
+        elif t != out[-1][-1]:
+            out[-1].append(t)
+    return out

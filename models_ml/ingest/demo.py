@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import string
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -352,6 +353,57 @@ def _items(
     return items, theme_of_id, (by_theme, offsets, sizes)
 
 
+@dataclass(frozen=True)
+class DemoWorld:
+    """One seed's world: its items, theme transitions and start themes. generate() draws
+    its users from it; bench/demo_ceiling.py draws a fresh, larger population from the
+    same world to judge lookups against the best a history-level lookup can do."""
+
+    items: pl.DataFrame  # item_id, title, text
+    theme_of_item: np.ndarray  # theme index of each row of items
+    by_theme: np.ndarray  # item indices grouped by theme
+    offsets: np.ndarray  # each theme's offset into by_theme
+    sizes: np.ndarray  # items per theme
+    p: np.ndarray  # P[a, b, :], transition_tensor
+    start: np.ndarray  # start probability of each theme
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, n_items: int) -> DemoWorld:
+        """generate()'s first draws, in its order."""
+        items, theme_of_item, (by_theme, offsets, sizes) = _items(rng, n_items)
+        succ = successor_table(rng)
+        p = transition_tensor(succ, pair_successors(rng, succ))
+        pop = 1.0 / (rng.permutation(N_THEMES) + 3.0) ** 0.8  # some themes are more popular starts
+        return cls(items, theme_of_item, by_theme, offsets, sizes, p, pop / pop.sum())
+
+    @classmethod
+    def of_seed(cls, seed: int | None = None, n_items: int | None = None) -> DemoWorld:
+        """The world generate() uses for a seed (defaults as generate())."""
+        n_items = n_items if n_items is not None else config.env_int("IE_DEMO_ITEMS", DEFAULT_ITEMS)
+        seed = seed if seed is not None else config.env_int("IE_DEMO_SEED", DEFAULT_SEED)
+        return cls.draw(np.random.default_rng(seed), n_items)
+
+    def events(self, rng: np.random.Generator, n_users: int, n_events: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(user index, item index, rating) of every event of n_users users, users in
+        order and each user's events in time order."""
+        counts = _user_counts(rng, n_users, n_events)
+        theme = _journeys(rng, counts, self.p, self.start)
+        # off-interest picks: a random other theme, rated lower
+        noise = rng.random(n_events) < P_NOISE
+        shift = rng.integers(1, N_THEMES, n_events)
+        event_theme = np.where(noise, (theme + shift) % N_THEMES, theme)
+        # popularity within a theme: index ~ size * u^2 (the first items of a theme are popular)
+        size = self.sizes[event_theme]
+        rank = np.minimum((size * rng.random(n_events) ** 2).astype(np.int64), size - 1)
+        item_idx = self.by_theme[self.offsets[event_theme] + rank]
+        rating = np.where(
+            noise,
+            rng.choice(RATINGS, n_events, p=P_RATING_OUT),
+            rng.choice(RATINGS, n_events, p=P_RATING_IN),
+        )
+        return np.repeat(np.arange(n_users), counts), item_idx, rating
+
+
 def generate(
     n_users: int | None = None, n_items: int | None = None, n_events: int | None = None, seed: int | None = None
 ) -> v.IngestResult:
@@ -370,27 +422,11 @@ def generate(
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
 
-    items, theme_of_item, (by_theme, offsets, sizes) = _items(rng, n_items)
-    succ = successor_table(rng)
-    p = transition_tensor(succ, pair_successors(rng, succ))
-    pop = 1.0 / (rng.permutation(N_THEMES) + 3.0) ** 0.8  # some themes are more popular starts
-    counts = _user_counts(rng, n_users, n_events)
-    theme = _journeys(rng, counts, p, pop / pop.sum())
-
-    # off-interest picks: a random other theme, rated lower
-    noise = rng.random(n_events) < P_NOISE
-    shift = rng.integers(1, N_THEMES, n_events)
-    event_theme = np.where(noise, (theme + shift) % N_THEMES, theme)
-    # popularity within a theme: index ~ size * u^2 (the first items of a theme are popular)
-    rank = np.minimum((sizes[event_theme] * rng.random(n_events) ** 2).astype(np.int64), sizes[event_theme] - 1)
-    item_idx = by_theme[offsets[event_theme] + rank]
-    rating = np.where(
-        noise,
-        rng.choice(RATINGS, n_events, p=P_RATING_OUT),
-        rng.choice(RATINGS, n_events, p=P_RATING_IN),
-    )
+    world = DemoWorld.draw(rng, n_items)
+    items, theme_of_item = world.items, world.theme_of_item
+    user_of, item_idx, rating = world.events(rng, n_users, n_events)
+    counts = np.bincount(user_of, minlength=n_users)
     # timestamps: each user active over part of 2023, gaps exponential, +1 s per event keeps them strictly increasing
-    user_of = np.repeat(np.arange(n_users), counts)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     begin = rng.uniform(0.0, 0.6, n_users) * YEAR_S
     span = rng.uniform(0.25, 1.0, n_users) * (YEAR_S - begin - counts)

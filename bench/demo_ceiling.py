@@ -1,0 +1,218 @@
+"""How close is each lookup to the best any history-level lookup can do on a demo world?
+The demo generator knows its world, so it can draw a population far larger than the
+demo's from the same world: same items, theme transitions and start themes, fresh users
+(demo.DemoWorld). Read through the warehouse's own clusters, that population's novel
+moves are the count table of infinite training data, and ranking by it is the ceiling
+of a lookup keyed by the history. This scores that `ceiling` lookup on the warehouse's
+eval transitions beside the shipped `llm` lookup, the count policies and the scorer
+without the LLM, overall and by how often train users left the history. Prints JSON.
+
+    .venv/bin/python bench/demo_ceiling.py [--db warehouse/interest_explorer.duckdb] [--seed 7]
+
+The population is read the way the dbt marts read a user: positive events (var
+positive_threshold) mapped to clusters, repeats collapsed, a label is a first visit
+(strict novelty) and its history the two clusters before it. Ties and histories the
+population never left fall back to the novel moves after the last cluster. No lookup
+can know a user's other past clusters, so no lookup keyed by the history beats the
+ceiling but by chance.
+
+The policies' hits are recomputed here from the lookup tables (top-m of the stored
+ranks, m = SELECTION_M) and checked against lookup_evaluation's values: the script
+stops if they disagree. Intervals: 95% percentile bootstrap over eval users, paired
+(every policy on the same draws), --boot replicates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from models_ml import config  # noqa: E402
+from models_ml import warehouse as wh  # noqa: E402
+from models_ml.cli.report import COUNT_POLICIES  # noqa: E402
+from models_ml.counts import SELECTION_M  # noqa: E402
+from models_ml.ingest import demo  # noqa: E402
+
+ORACLE = "ceiling"
+ABLATION = "counts_alignment"
+
+
+def novel_table(users: np.ndarray, clusters: np.ndarray, n: int) -> np.ndarray:
+    """counts[a, b, c] of novel moves to c after the last two distinct clusters (a, b),
+    read as novel_transition_examples reads a user (strict novelty, K = 2); events of a
+    user in time order, users contiguous."""
+    keep = np.ones(len(clusters), dtype=bool)
+    keep[1:] = (clusters[1:] != clusters[:-1]) | (users[1:] != users[:-1])  # collapse repeats
+    u, t = users[keep], clusters[keep]
+    # a first visit: no earlier position of the same (user, cluster)
+    order = np.lexsort((np.arange(len(t)), t, u))
+    first = np.ones(len(t), dtype=bool)
+    su, st = u[order], t[order]
+    first[order[1:]] = (su[1:] != su[:-1]) | (st[1:] != st[:-1])
+    ok = np.zeros(len(t), dtype=bool)
+    ok[2:] = (u[2:] == u[:-2]) & first[2:]  # two earlier positions of the same user
+    idx = np.flatnonzero(ok)
+    out = np.zeros((n, n, n))
+    np.add.at(out, (t[idx - 2], t[idx - 1], t[idx]), 1.0)
+    return out
+
+
+def ceiling_hits(hist: list[list[int]], label: np.ndarray, table: np.ndarray, m: int) -> np.ndarray:
+    """Whether each label is in the first m clusters of the table's row for its history,
+    the history's clusters excluded; ties (and rows never seen) by the novel moves after
+    the last cluster, then by cluster id."""
+    after_last = table.sum(axis=0)
+    out = np.zeros(len(label), dtype=bool)
+    for j, (h, y) in enumerate(zip(hist, label)):
+        a, b = h
+        back = after_last[b] / max(after_last[b].sum(), 1.0)
+        score = table[a, b] + back / 2  # a count of 1 outweighs any back-off share
+        score[[a, b]] = -np.inf
+        out[j] = int(y) in np.argsort(-score, kind="stable")[:m]
+    return out
+
+
+def simulated_table(world: demo.DemoWorld, cluster_of: dict[str, int], n_users: int, events_per_user: float,
+                    positive: float, seed: int, chunk: int = 100_000) -> np.ndarray:
+    """The novel-move table of a fresh population of the world, its positive events read
+    through the warehouse's clusters; drawn in chunks of users (independent streams) to
+    bound memory."""
+    missing = set(world.items["item_id"].to_list()) - set(cluster_of)
+    if missing:
+        raise SystemExit(f"demo_ceiling: {len(missing)} items of the demo world (e.g. {sorted(missing)[0]}) have no "
+                         f"cluster in {config.ITEM_CLUSTERS}: pass the warehouse's --seed and IE_DEMO_ITEMS")
+    item_cluster = np.array([cluster_of[i] for i in world.items["item_id"].to_list()])
+    n = int(item_cluster.max()) + 1
+    table = np.zeros((n, n, n))
+    for i, rng in enumerate(np.random.default_rng(seed).spawn(-(-n_users // chunk))):
+        size = min(chunk, n_users - i * chunk)
+        users, item_idx, rating = world.events(rng, size, int(size * events_per_user))
+        pos = rating >= positive
+        table += novel_table(users[pos], item_cluster[item_idx[pos]], n)
+    return table
+
+
+def bootstrap(users: np.ndarray, hits: dict[str, np.ndarray], mask: np.ndarray, n_boot: int, seed: int) -> dict:
+    """Recall of each policy on the masked transitions and the paired differences of the
+    ceiling against every other policy, 95% percentile intervals over users."""
+    uid, inv = np.unique(users, return_inverse=True)
+    names = list(hits)
+    h = np.stack([hits[n] & mask for n in names]).astype(float)  # (policies, transitions)
+    per_user = np.zeros((len(names), len(uid)))
+    n_user = np.zeros(len(uid))
+    np.add.at(per_user.T, inv, h.T)
+    np.add.at(n_user, inv, mask.astype(float))
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(uid), (n_boot, len(uid)))
+    num = per_user[:, draws].sum(axis=2)  # (policies, replicates)
+    den = n_user[draws].sum(axis=1)
+    rec = num / np.maximum(den, 1)
+    point = per_user.sum(axis=1) / max(n_user.sum(), 1)
+    out = {"n": int(n_user.sum()), "recall": {}, "diff": {}}
+    for i, n in enumerate(names):
+        lo, hi = np.percentile(rec[i], [2.5, 97.5])
+        out["recall"][n] = [round(point[i], 4), round(lo, 4), round(hi, 4)]
+    o = names.index(ORACLE)
+    for i, n in enumerate(names):
+        if i != o:
+            lo, hi = np.percentile(rec[o] - rec[i], [2.5, 97.5])
+            out["diff"][f"{ORACLE}_minus_{n}"] = [round(point[o] - point[i], 4), round(lo, 4), round(hi, 4)]
+    return out
+
+
+def segments_of(seen: np.ndarray, bounds: list[int]) -> dict[str, np.ndarray]:
+    """lookup_evaluation's history segments (var history_seen_bounds), all transitions first."""
+    lo, hi = int(bounds[0]), int(bounds[1])
+    first = "seen_0" if lo == 1 else f"seen_0_{lo - 1}"
+    return {"all": np.ones(len(seen), dtype=bool), first: seen < lo, f"seen_{lo}_{hi - 1}": (seen >= lo) & (seen < hi),
+            f"seen_0_{hi - 1}": seen < hi, f"seen_{hi}_plus": seen >= hi}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--db", type=Path, default=None, help="the demo warehouse (default: DUCKDB_DATABASE's)")
+    ap.add_argument("--seed", type=int, default=None, help="its IE_DEMO_SEED (default: the environment's, or 7)")
+    ap.add_argument("--sim-users", type=int, default=1_000_000, help="users of the simulated population")
+    ap.add_argument("--sim-seed", type=int, default=0, help="seed of the simulated population")
+    ap.add_argument("--boot", type=int, default=1000)
+    args = ap.parse_args()
+    db = args.db or config.database_path()
+    level, k, m = config.llm_level(), config.history_len(), SELECTION_M
+    if k != 2:
+        raise SystemExit(f"demo_ceiling: the ceiling is tabulated for histories of two clusters; K is {k}")
+    vars_ = config.dbt_vars()
+    seed = args.seed if args.seed is not None else config.env_int("IE_DEMO_SEED", demo.DEFAULT_SEED)
+    world = demo.DemoWorld.of_seed(seed)
+    events_per_user = (config.env_int("IE_DEMO_EVENTS", demo.DEFAULT_EVENTS)
+                       / config.env_int("IE_DEMO_USERS", demo.DEFAULT_USERS))
+
+    with wh.connect(db, read_only=True) as con:
+        if wh.query(con, f"select count(*) as n from {config.RAW_ITEMS}")["n"][0] != world.items.height:
+            raise SystemExit(f"demo_ceiling: {db} does not hold this demo world's {world.items.height} items")
+        cluster_of = dict(wh.query(con, f"select item_id, cluster_id from {config.ITEM_CLUSTERS} where level = ?",
+                                   [level]).iter_rows())
+        split_mode = wh.query(con, f"select distinct split_mode from {config.NOVEL_TRANSITION_EXAMPLES}")["split_mode"][0]
+        ev = wh.query(con, f"""
+            with seen as (
+                select history, sum(n_train) as n_seen from {config.SUCCESSOR_COUNTS}
+                where level = ? and k = ? and context = 'history' group by history
+            )
+            select e.user_id, e.history, e.next_cluster_id, coalesce(s.n_seen, 0) as n_seen
+            from {config.NOVEL_TRANSITION_EXAMPLES} e left join seen s on s.history = e.history
+            where e.split = 'eval' and e.level = ? and e.k = ?
+            order by e.user_id, e.seq_pos""", [level, k, level, k])
+        lookups = wh.query(con, f"""
+            select 'llm' as policy, history, next_cluster_id from {config.NOVEL_INTEREST_TRANSITIONS}
+            where level = ? and k = ? and rank <= ?
+            union all
+            select policy, history, next_cluster_id from {config.POLICY_LOOKUPS}
+            where level = ? and k = ? and rank <= ? and list_contains(?, policy)
+            union all
+            select policy, history, next_cluster_id from {config.COUNT_LOOKUPS}
+            where level = ? and k = ? and rank <= ?""", [level, k, m, level, k, m, [*COUNT_POLICIES, ABLATION], level, k, m])
+        reported = wh.query(con, f"select policy, metric, value from {config.LOOKUP_EVALUATION} "
+                                 "where level = ? and k = ? and split_mode = ?", [level, k, split_mode])
+
+    t0 = time.perf_counter()
+    table = simulated_table(world, cluster_of, args.sim_users, events_per_user,
+                            float(vars_["positive_threshold"]), seed=args.sim_seed)
+    sim_s = time.perf_counter() - t0
+
+    hist = ev["history"].to_list()
+    label = ev["next_cluster_id"].to_numpy()
+    hits = {ORACLE: ceiling_hits(hist, label, table, m)}
+    for policy in ("llm", *COUNT_POLICIES, ABLATION):
+        top = lookups.filter(pl.col("policy") == policy).group_by(pl.col("history").cast(pl.List(pl.Int64))).agg(
+            pl.col("next_cluster_id"))
+        stored = {tuple(h): set(c) for h, c in top.iter_rows()}
+        hits[policy] = np.array([int(y) in stored.get(tuple(h), ()) for h, y in zip(hist, label)])
+    segments = segments_of(ev["n_seen"].to_numpy(), vars_["history_seen_bounds"])
+    # the recomputed hits must be lookup_evaluation's
+    for policy in ("llm", *COUNT_POLICIES, ABLATION):
+        for seg, mask in segments.items():
+            metric = f"recall_at_{m}" + ("" if seg == "all" else f"__{seg}")
+            want = reported.filter((pl.col("policy") == policy) & (pl.col("metric") == metric))["value"]
+            if want.len() and abs(want[0] - hits[policy][mask].mean()) > 1e-9:
+                raise SystemExit(f"demo_ceiling: {policy} {metric} is {hits[policy][mask].mean():.4f} here and "
+                                 f"{want[0]:.4f} in lookup_evaluation: the lookups changed after it was built")
+    users_eval = ev["user_id"].to_numpy()
+    print(json.dumps({
+        "db": str(db), "seed": seed, "split_mode": split_mode, "level": level, "k": k, "m": m,
+        "eval_transitions": len(label),
+        "simulated": {"users": args.sim_users, "seed": args.sim_seed, "novel_moves": int(table.sum()),
+                      "histories_left": int((table.sum(axis=2) > 0).sum()), "seconds": round(sim_s, 1)},
+        "segments": {seg: bootstrap(users_eval, hits, mask, args.boot, seed=0) for seg, mask in segments.items()},
+        "checked_against_lookup_evaluation": True,
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
