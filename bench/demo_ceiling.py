@@ -8,6 +8,7 @@ eval transitions beside the shipped `llm` lookup, the count policies and the sco
 without the LLM, overall and by how often train users left the history. Prints JSON.
 
     .venv/bin/python bench/demo_ceiling.py [--db warehouse/interest_explorer.duckdb] [--seed 7]
+    .venv/bin/python bench/demo_ceiling.py --seeds 1 2 3 4 [--split-mode time]   # demo_worlds.py's, pooled
 
 The population is read the way the dbt marts read a user: positive events (var
 positive_threshold) mapped to clusters, repeats collapsed, a label is a first visit
@@ -40,6 +41,9 @@ from models_ml import warehouse as wh  # noqa: E402
 from models_ml.cli.report import COUNT_POLICIES  # noqa: E402
 from models_ml.counts import SELECTION_M  # noqa: E402
 from models_ml.ingest import demo  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import demo_worlds  # noqa: E402  (its world paths and pooling)
 
 ORACLE = "ceiling"
 ABLATION = "counts_alignment"
@@ -136,20 +140,12 @@ def segments_of(seen: np.ndarray, bounds: list[int]) -> dict[str, np.ndarray]:
             f"seen_0_{hi - 1}": seen < hi, f"seen_{hi}_plus": seen >= hi}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--db", type=Path, default=None, help="the demo warehouse (default: DUCKDB_DATABASE's)")
-    ap.add_argument("--seed", type=int, default=None, help="its IE_DEMO_SEED (default: the environment's, or 7)")
-    ap.add_argument("--sim-users", type=int, default=1_000_000, help="users of the simulated population")
-    ap.add_argument("--sim-seed", type=int, default=0, help="seed of the simulated population")
-    ap.add_argument("--boot", type=int, default=1000)
-    args = ap.parse_args()
-    db = args.db or config.database_path()
+def judge(db: Path, seed: int, n_sim: int, sim_seed: int, n_boot: int) -> dict:
+    """The ceiling and every lookup of one demo warehouse, per history segment."""
     level, k, m = config.llm_level(), config.history_len(), SELECTION_M
     if k != 2:
         raise SystemExit(f"demo_ceiling: the ceiling is tabulated for histories of two clusters; K is {k}")
     vars_ = config.dbt_vars()
-    seed = args.seed if args.seed is not None else config.env_int("IE_DEMO_SEED", demo.DEFAULT_SEED)
     world = demo.DemoWorld.of_seed(seed)
     events_per_user = (config.env_int("IE_DEMO_EVENTS", demo.DEFAULT_EVENTS)
                        / config.env_int("IE_DEMO_USERS", demo.DEFAULT_USERS))
@@ -182,8 +178,7 @@ def main() -> None:
                                  "where level = ? and k = ? and split_mode = ?", [level, k, split_mode])
 
     t0 = time.perf_counter()
-    table = simulated_table(world, cluster_of, args.sim_users, events_per_user,
-                            float(vars_["positive_threshold"]), seed=args.sim_seed)
+    table = simulated_table(world, cluster_of, n_sim, events_per_user, float(vars_["positive_threshold"]), seed=sim_seed)
     sim_s = time.perf_counter() - t0
 
     hist = ev["history"].to_list()
@@ -204,14 +199,40 @@ def main() -> None:
                 raise SystemExit(f"demo_ceiling: {policy} {metric} is {hits[policy][mask].mean():.4f} here and "
                                  f"{want[0]:.4f} in lookup_evaluation: the lookups changed after it was built")
     users_eval = ev["user_id"].to_numpy()
-    print(json.dumps({
+    return {
         "db": str(db), "seed": seed, "split_mode": split_mode, "level": level, "k": k, "m": m,
         "eval_transitions": len(label),
-        "simulated": {"users": args.sim_users, "seed": args.sim_seed, "novel_moves": int(table.sum()),
+        "simulated": {"users": n_sim, "seed": sim_seed, "novel_moves": int(table.sum()),
                       "histories_left": int((table.sum(axis=2) > 0).sum()), "seconds": round(sim_s, 1)},
-        "segments": {seg: bootstrap(users_eval, hits, mask, args.boot, seed=0) for seg, mask in segments.items()},
+        "segments": {seg: bootstrap(users_eval, hits, mask, n_boot, seed=0) for seg, mask in segments.items()},
         "checked_against_lookup_evaluation": True,
-    }, indent=1))
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--db", type=Path, default=None, help="the demo warehouse (default: DUCKDB_DATABASE's)")
+    ap.add_argument("--seed", type=int, default=None, help="its IE_DEMO_SEED (default: the environment's, or 7)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="instead: the worlds bench/demo_worlds.py built, pooled")
+    ap.add_argument("--split-mode", choices=config.SPLIT_MODES, default="user", help="of the --seeds worlds")
+    ap.add_argument("--sim-users", type=int, default=1_000_000, help="users of the simulated population")
+    ap.add_argument("--sim-seed", type=int, default=0, help="seed of the simulated population")
+    ap.add_argument("--boot", type=int, default=1000)
+    args = ap.parse_args()
+    if not args.seeds:
+        seed = args.seed if args.seed is not None else config.env_int("IE_DEMO_SEED", demo.DEFAULT_SEED)
+        print(json.dumps(judge(args.db or config.database_path(), seed, args.sim_users, args.sim_seed, args.boot),
+                         indent=1))
+        return
+    worlds = {s: judge(demo_worlds.world_paths(s, args.split_mode)[0], s, args.sim_users, args.sim_seed, args.boot)
+              for s in args.seeds}
+    pooled = {}
+    for seg in next(iter(worlds.values()))["segments"]:
+        for name in next(iter(worlds.values()))["segments"][seg]["diff"]:
+            rows = [(*w["segments"][seg]["diff"][name], w["segments"][seg]["n"]) for w in worlds.values()]
+            pooled.setdefault(seg, {})[name] = demo_worlds.pool(rows)
+    print(json.dumps({"split_mode": args.split_mode, "seeds": args.seeds, "worlds": worlds, "pooled": pooled}, indent=1))
 
 
 if __name__ == "__main__":
