@@ -53,9 +53,10 @@ def pool(rows: list[tuple[float, float, float, int]]) -> dict:
     total = sum(n for *_, n in rows)
     value = sum(d * n for d, _, _, n in rows) / total
     se = math.sqrt(sum((n / total * (hi - lo) / (2 * Z95)) ** 2 for _, lo, hi, n in rows))
-    return {"value": value, "ci_low": value - Z95 * se, "ci_high": value + Z95 * se, "n": total,
-            "worlds_above": sum(d > 0 for d, *_ in rows), "worlds_level": sum(d == 0 for d, *_ in rows),
-            "worlds_below": sum(d < 0 for d, *_ in rows)}
+    # int(): numpy differences would make numpy counts, which json cannot write
+    return {"value": float(value), "ci_low": float(value - Z95 * se), "ci_high": float(value + Z95 * se),
+            "n": int(total), "worlds_above": int(sum(d > 0 for d, *_ in rows)),
+            "worlds_level": int(sum(d == 0 for d, *_ in rows)), "worlds_below": int(sum(d < 0 for d, *_ in rows))}
 
 
 def world_paths(seed: int, split_mode: str) -> tuple[Path, Path]:

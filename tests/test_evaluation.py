@@ -25,6 +25,7 @@ Fixture, level 2, eight clusters 10..17 (so recall@1 and @5 are reported, @10 is
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -344,6 +345,10 @@ def test_demo_worlds_pool_independent_differences_by_hand():
     assert pooled["ci_low"] == pytest.approx(-0.05 - math.sqrt(0.023125), abs=1e-9)
     assert pooled["ci_high"] == pytest.approx(-0.05 + math.sqrt(0.023125), abs=1e-9)
     assert (pooled["n"], pooled["worlds_above"], pooled["worlds_level"], pooled["worlds_below"]) == (400, 1, 0, 1)
+    # numpy inputs (demo_ceiling's bootstrap) pool to the same plain, JSON-writable numbers
+    as_numpy = _demo_worlds().pool([(np.float64(0.1), np.float64(0.0), np.float64(0.2), np.int64(100)),
+                                    (np.float64(-0.1), np.float64(-0.3), np.float64(0.1), np.int64(300))])
+    assert json.loads(json.dumps(as_numpy)) == pytest.approx(pooled)
 
 
 def test_demo_worlds_judge_each_world_by_the_issue_targets():
