@@ -17,6 +17,12 @@ population never left fall back to the novel moves after the last cluster. No lo
 can know a user's other past clusters, so no lookup keyed by the history beats the
 ceiling but by chance.
 
+Two diagnostics split what the ceiling knows: `pair_blind` ranks by the population's
+moves after the history's last and first clusters alone (their mix chosen on the
+population, never on eval), so it knows the world but not the history's own row;
+`counts_pair_blind` ranks train's counts of the history first and backs off to
+`pair_blind`: the counts with the best back-off the world allows.
+
 The policies' hits are recomputed here from the lookup tables (top-m of the stored
 ranks, m = SELECTION_M) and checked against lookup_evaluation's values: the script
 stops if they disagree. Intervals: 95% percentile bootstrap over eval users, paired
@@ -46,6 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_worlds  # noqa: E402  (its world paths and pooling)
 
 ORACLE = "ceiling"
+PAIR_BLIND = "pair_blind"  # the population's back-off alone
+COUNTS_PAIR_BLIND = "counts_pair_blind"  # train's counts of the history, then that back-off
 ABLATION = "counts_alignment"
 
 
@@ -69,19 +77,45 @@ def novel_table(users: np.ndarray, clusters: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def ceiling_hits(hist: list[list[int]], label: np.ndarray, table: np.ndarray, m: int) -> np.ndarray:
-    """Whether each label is in the first m clusters of the table's row for its history,
-    the history's clusters excluded; ties (and rows never seen) by the novel moves after
-    the last cluster, then by cluster id."""
-    after_last = table.sum(axis=0)
+def ranked_hits(hist: list[list[int]], label: np.ndarray, counts, backoff, m: int) -> np.ndarray:
+    """Whether each label is in the first m clusters of counts(a, b) (a history's counted
+    moves), the history's clusters excluded; ties and uncounted clusters by backoff(a, b)
+    (shares, summing to at most 1), then by cluster id."""
     out = np.zeros(len(label), dtype=bool)
-    for j, (h, y) in enumerate(zip(hist, label)):
-        a, b = h
-        back = after_last[b] / max(after_last[b].sum(), 1.0)
-        score = table[a, b] + back / 2  # a count of 1 outweighs any back-off share
+    for j, ((a, b), y) in enumerate(zip(hist, label)):
+        score = counts(a, b) + backoff(a, b) / 2  # a count of 1 outweighs any back-off share
         score[[a, b]] = -np.inf
         out[j] = int(y) in np.argsort(-score, kind="stable")[:m]
     return out
+
+
+def shares(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(rows.sum(axis=-1, keepdims=True), 1.0)
+
+
+def ceiling_hits(hist: list[list[int]], label: np.ndarray, table: np.ndarray, m: int) -> np.ndarray:
+    """ranked_hits by the table's row for the history, backed off to the novel moves
+    after the last cluster."""
+    after_last = shares(table.sum(axis=0))
+    return ranked_hits(hist, label, lambda a, b: table[a, b], lambda a, b: after_last[b], m)
+
+
+def pair_blind(table: np.ndarray, m: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """What the population says about a history without its own row: w P(c | last b) +
+    (1 - w) P(c | first a), w (0, 0.1, .., 1) the best for the population's own recall@m.
+    Returns (w, last-cluster shares, first-cluster shares)."""
+    after_last, after_first = shares(table.sum(axis=0)), shares(table.sum(axis=1))
+    a_idx, b_idx = np.nonzero(table.sum(axis=2))
+    best = (-1.0, 0.0)
+    for w in np.round(np.linspace(0.0, 1.0, 11), 1):
+        score = w * after_last[b_idx] + (1 - w) * after_first[a_idx]  # (histories, clusters)
+        score[np.arange(len(a_idx)), a_idx] = -np.inf
+        score[np.arange(len(a_idx)), b_idx] = -np.inf
+        top = np.argsort(-score, axis=1, kind="stable")[:, :m]
+        hit = np.take_along_axis(table[a_idx, b_idx], top, axis=1).sum()
+        best = max(best, (hit, -w))  # ties: the smaller w
+    w = -best[1]
+    return float(w), after_last, after_first
 
 
 def simulated_table(world: demo.DemoWorld, cluster_of: dict[str, int], n_users: int, events_per_user: float,
@@ -104,9 +138,10 @@ def simulated_table(world: demo.DemoWorld, cluster_of: dict[str, int], n_users: 
     return table
 
 
-def bootstrap(users: np.ndarray, hits: dict[str, np.ndarray], mask: np.ndarray, n_boot: int, seed: int) -> dict:
-    """Recall of each policy on the masked transitions and the paired differences of the
-    ceiling against every other policy, 95% percentile intervals over users."""
+def bootstrap(users: np.ndarray, hits: dict[str, np.ndarray], mask: np.ndarray, n_boot: int, seed: int,
+              refs: tuple[str, ...] = (ORACLE,)) -> dict:
+    """Recall of each policy on the masked transitions and the paired differences of
+    each of refs against every other policy, 95% percentile intervals over users."""
     uid, inv = np.unique(users, return_inverse=True)
     names = list(hits)
     h = np.stack([hits[n] & mask for n in names]).astype(float)  # (policies, transitions)
@@ -124,11 +159,12 @@ def bootstrap(users: np.ndarray, hits: dict[str, np.ndarray], mask: np.ndarray, 
     for i, n in enumerate(names):
         lo, hi = np.percentile(rec[i], [2.5, 97.5])
         out["recall"][n] = [round(point[i], 4), round(lo, 4), round(hi, 4)]
-    o = names.index(ORACLE)
-    for i, n in enumerate(names):
-        if i != o:
-            lo, hi = np.percentile(rec[o] - rec[i], [2.5, 97.5])
-            out["diff"][f"{ORACLE}_minus_{n}"] = [round(point[o] - point[i], 4), round(lo, 4), round(hi, 4)]
+    for ref in refs:
+        o = names.index(ref)
+        for i, n in enumerate(names):
+            if i != o:
+                lo, hi = np.percentile(rec[o] - rec[i], [2.5, 97.5])
+                out["diff"][f"{ref}_minus_{n}"] = [round(point[o] - point[i], 4), round(lo, 4), round(hi, 4)]
     return out
 
 
@@ -174,6 +210,9 @@ def judge(db: Path, seed: int, n_sim: int, sim_seed: int, n_boot: int) -> dict:
             union all
             select policy, history, next_cluster_id from {config.COUNT_LOOKUPS}
             where level = ? and k = ? and rank <= ?""", [level, k, m, level, k, m, [*COUNT_POLICIES, ABLATION], level, k, m])
+        train = wh.query(con, f"""
+            select history, next_cluster_id, n_train from {config.SUCCESSOR_COUNTS}
+            where level = ? and k = ? and context = 'history'""", [level, k])
         reported = wh.query(con, f"select policy, metric, value from {config.LOOKUP_EVALUATION} "
                                  "where level = ? and k = ? and split_mode = ?", [level, k, split_mode])
 
@@ -184,6 +223,18 @@ def judge(db: Path, seed: int, n_sim: int, sim_seed: int, n_boot: int) -> dict:
     hist = ev["history"].to_list()
     label = ev["next_cluster_id"].to_numpy()
     hits = {ORACLE: ceiling_hits(hist, label, table, m)}
+    # how far the population's pair-blind back-off goes, alone and behind train's counts
+    w, after_last, after_first = pair_blind(table, m)
+    none = np.zeros(table.shape[0])
+    n_train: dict[tuple[int, int], np.ndarray] = {}
+    for h, c, n in train.iter_rows():
+        n_train.setdefault(tuple(h), none.copy())[c] = n
+
+    def blind(a: int, b: int) -> np.ndarray:
+        return w * after_last[b] + (1 - w) * after_first[a]
+
+    hits[PAIR_BLIND] = ranked_hits(hist, label, lambda a, b: none, blind, m)
+    hits[COUNTS_PAIR_BLIND] = ranked_hits(hist, label, lambda a, b: n_train.get((a, b), none), blind, m)
     for policy in ("llm", *COUNT_POLICIES, ABLATION):
         top = lookups.filter(pl.col("policy") == policy).group_by(pl.col("history").cast(pl.List(pl.Int64))).agg(
             pl.col("next_cluster_id"))
@@ -204,7 +255,9 @@ def judge(db: Path, seed: int, n_sim: int, sim_seed: int, n_boot: int) -> dict:
         "eval_transitions": len(label),
         "simulated": {"users": n_sim, "seed": sim_seed, "novel_moves": int(table.sum()),
                       "histories_left": int((table.sum(axis=2) > 0).sum()), "seconds": round(sim_s, 1)},
-        "segments": {seg: bootstrap(users_eval, hits, mask, n_boot, seed=0) for seg, mask in segments.items()},
+        "pair_blind_last_weight": w,
+        "segments": {seg: bootstrap(users_eval, hits, mask, n_boot, seed=0, refs=(ORACLE, COUNTS_PAIR_BLIND))
+                     for seg, mask in segments.items()},
         "checked_against_lookup_evaluation": True,
     }
 

@@ -426,3 +426,25 @@ def test_demo_ceiling_paired_bootstrap_by_hand():
     # a mask keeps user b's transition only
     only_b = mod.bootstrap(users, hits, np.array([False, False, True]), n_boot=50, seed=0)
     assert only_b["n"] == 1 and only_b["recall"]["ceiling"][0] == 0.0
+
+
+def test_demo_ceiling_pair_blind_weight_by_hand():
+    # clusters 0..4, m = 1. (0, 1) -> 3 twice, (2, 1) -> 0 three times, (0, 4) -> 2 five
+    # times. After last 1: 3 (2/5), 0 (3/5); after first 0: 3 (2/7), 2 (5/7). History
+    # (0, 1) ranks 3 first iff 0.4 w + 2/7 (1 - w) > 5/7 (1 - w), i.e. w > 0.517; (2, 1)
+    # always ranks 0 first and (0, 4) always 2. So w <= 0.5 wins 8 of 10 moves and w >= 0.6
+    # all 10: the smallest best w is 0.6.
+    mod = _demo_ceiling()
+    table = np.zeros((5, 5, 5))
+    table[0, 1, 3], table[2, 1, 0], table[0, 4, 2] = 2, 3, 5
+    w, after_last, after_first = mod.pair_blind(table, m=1)
+    assert w == 0.6
+    assert after_last[1].tolist() == pytest.approx([0.6, 0, 0, 0.4, 0])
+    assert after_first[0].tolist() == pytest.approx([0, 0, 5 / 7, 2 / 7, 0])
+    # behind a history's own counts: (0, 1) counted once to 2 outranks the back-off's 3
+    none = np.zeros(5)
+    counted = {(0, 1): np.array([0, 0, 1, 0, 0.0])}
+    blind = lambda a, b: w * after_last[b] + (1 - w) * after_first[a]  # noqa: E731
+    got = mod.ranked_hits([[0, 1], [0, 1], [2, 1]], np.array([3, 2, 0]),
+                          lambda a, b: counted.get((a, b), none), blind, m=1)
+    assert got.tolist() == [False, True, True]
