@@ -21,7 +21,8 @@ Two diagnostics split what the ceiling knows: `pair_blind` ranks by the populati
 moves after the history's last and first clusters alone (their mix chosen on the
 population, never on eval), so it knows the world but not the history's own row;
 `counts_pair_blind` ranks train's counts of the history first and backs off to
-`pair_blind`: the counts with the best back-off the world allows.
+`pair_blind`: the counts with the best back-off the world allows. `counts_train_blind` is
+the same with that back-off and its mix learned from train's moves alone (in sample).
 
 The policies' hits are recomputed here from the lookup tables (top-m of the stored
 ranks, m = SELECTION_M) and checked against lookup_evaluation's values: the script
@@ -54,6 +55,7 @@ import demo_worlds  # noqa: E402  (its world paths and pooling)
 ORACLE = "ceiling"
 PAIR_BLIND = "pair_blind"  # the population's back-off alone
 COUNTS_PAIR_BLIND = "counts_pair_blind"  # train's counts of the history, then that back-off
+COUNTS_TRAIN_BLIND = "counts_train_blind"  # the same with the back-off learned from train alone
 ABLATION = "counts_alignment"
 
 
@@ -235,6 +237,13 @@ def judge(db: Path, seed: int, n_sim: int, sim_seed: int, n_boot: int) -> dict:
 
     hits[PAIR_BLIND] = ranked_hits(hist, label, lambda a, b: none, blind, m)
     hits[COUNTS_PAIR_BLIND] = ranked_hits(hist, label, lambda a, b: n_train.get((a, b), none), blind, m)
+    # what train's own moves give that back-off (its mix chosen on those moves, in sample)
+    train_table = np.zeros_like(table)
+    for (a, b), row in n_train.items():
+        train_table[a, b] = row
+    tw, t_last, t_first = pair_blind(train_table, m)
+    hits[COUNTS_TRAIN_BLIND] = ranked_hits(hist, label, lambda a, b: n_train.get((a, b), none),
+                                           lambda a, b: tw * t_last[b] + (1 - tw) * t_first[a], m)
     for policy in ("llm", *COUNT_POLICIES, ABLATION):
         top = lookups.filter(pl.col("policy") == policy).group_by(pl.col("history").cast(pl.List(pl.Int64))).agg(
             pl.col("next_cluster_id"))
@@ -256,6 +265,7 @@ def judge(db: Path, seed: int, n_sim: int, sim_seed: int, n_boot: int) -> dict:
         "simulated": {"users": n_sim, "seed": sim_seed, "novel_moves": int(table.sum()),
                       "histories_left": int((table.sum(axis=2) > 0).sum()), "seconds": round(sim_s, 1)},
         "pair_blind_last_weight": w,
+        "train_blind_last_weight": tw,
         "segments": {seg: bootstrap(users_eval, hits, mask, n_boot, seed=0, refs=(ORACLE, COUNTS_PAIR_BLIND))
                      for seg, mask in segments.items()},
         "checked_against_lookup_evaluation": True,
