@@ -102,6 +102,11 @@ def ceiling_hits(hist: list[list[int]], label: np.ndarray, table: np.ndarray, m:
     return ranked_hits(hist, label, lambda a, b: table[a, b], lambda a, b: after_last[b], m)
 
 
+def blend(w: float, after_last: np.ndarray, after_first: np.ndarray):
+    """The pair-blind back-off of history (a, b): w P(c | last b) + (1 - w) P(c | first a)."""
+    return lambda a, b: w * after_last[b] + (1 - w) * after_first[a]
+
+
 def pair_blind(table: np.ndarray, m: int) -> tuple[float, np.ndarray, np.ndarray]:
     """What the population says about a history without its own row: w P(c | last b) +
     (1 - w) P(c | first a), w (0, 0.1, .., 1) the best for the population's own recall@m.
@@ -227,23 +232,16 @@ def judge(db: Path, seed: int, n_sim: int, sim_seed: int, n_boot: int) -> dict:
     hits = {ORACLE: ceiling_hits(hist, label, table, m)}
     # how far the population's pair-blind back-off goes, alone and behind train's counts
     w, after_last, after_first = pair_blind(table, m)
-    none = np.zeros(table.shape[0])
-    n_train: dict[tuple[int, int], np.ndarray] = {}
-    for h, c, n in train.iter_rows():
-        n_train.setdefault(tuple(h), none.copy())[c] = n
-
-    def blind(a: int, b: int) -> np.ndarray:
-        return w * after_last[b] + (1 - w) * after_first[a]
-
-    hits[PAIR_BLIND] = ranked_hits(hist, label, lambda a, b: none, blind, m)
-    hits[COUNTS_PAIR_BLIND] = ranked_hits(hist, label, lambda a, b: n_train.get((a, b), none), blind, m)
+    blind = blend(w, after_last, after_first)
+    train_table = np.zeros_like(table)  # train's counts of each history
+    for (a, b), c, n in train.iter_rows():
+        train_table[a, b, c] = n
+    counted = lambda a, b: train_table[a, b]  # noqa: E731
+    hits[PAIR_BLIND] = ranked_hits(hist, label, lambda a, b: np.zeros(table.shape[0]), blind, m)
+    hits[COUNTS_PAIR_BLIND] = ranked_hits(hist, label, counted, blind, m)
     # what train's own moves give that back-off (its mix chosen on those moves, in sample)
-    train_table = np.zeros_like(table)
-    for (a, b), row in n_train.items():
-        train_table[a, b] = row
     tw, t_last, t_first = pair_blind(train_table, m)
-    hits[COUNTS_TRAIN_BLIND] = ranked_hits(hist, label, lambda a, b: n_train.get((a, b), none),
-                                           lambda a, b: tw * t_last[b] + (1 - tw) * t_first[a], m)
+    hits[COUNTS_TRAIN_BLIND] = ranked_hits(hist, label, counted, blend(tw, t_last, t_first), m)
     for policy in ("llm", *COUNT_POLICIES, ABLATION):
         top = lookups.filter(pl.col("policy") == policy).group_by(pl.col("history").cast(pl.List(pl.Int64))).agg(
             pl.col("next_cluster_id"))

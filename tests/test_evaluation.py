@@ -444,7 +444,6 @@ def test_demo_ceiling_pair_blind_weight_by_hand():
     # behind a history's own counts: (0, 1) counted once to 2 outranks the back-off's 3
     none = np.zeros(5)
     counted = {(0, 1): np.array([0, 0, 1, 0, 0.0])}
-    blind = lambda a, b: w * after_last[b] + (1 - w) * after_first[a]  # noqa: E731
     got = mod.ranked_hits([[0, 1], [0, 1], [2, 1]], np.array([3, 2, 0]),
-                          lambda a, b: counted.get((a, b), none), blind, m=1)
+                          lambda a, b: counted.get((a, b), none), mod.blend(w, after_last, after_first), m=1)
     assert got.tolist() == [False, True, True]
