@@ -24,6 +24,16 @@ population, never on eval), so it knows the world but not the history's own row;
 `pair_blind`: the counts with the best back-off the world allows. `counts_train_blind` is
 the same with that back-off and its mix learned from train's moves alone (in sample).
 
+`posterior` is a bound a learner can reach from train: it knows the world (items, each
+theme's successors, the generator's weights) but not each theme history's own preferred
+next theme, which the generator drew from the two themes' successors (demo.pair_prior).
+It draws one population per hypothesis about those draws (pair_hypotheses: every
+candidate of every history is one; the same random streams as the ceiling's) and ranks a
+history's moves by the hypotheses' rows, weighted by their prior (through each cluster's
+majority theme; uniform where both clusters share one) times the likelihood of train's
+moves from that history. Its settings (POSTERIOR_KAPPA, the hypotheses) were fixed before
+it was scored. About eight more populations a world.
+
 The policies' hits are recomputed here from the lookup tables (top-m of the stored
 ranks, m = SELECTION_M) and checked against lookup_evaluation's values: the script
 stops if they disagree. Intervals: 95% percentile bootstrap over eval users, paired
@@ -56,7 +66,9 @@ ORACLE = "ceiling"
 PAIR_BLIND = "pair_blind"  # the population's back-off alone
 COUNTS_PAIR_BLIND = "counts_pair_blind"  # train's counts of the history, then that back-off
 COUNTS_TRAIN_BLIND = "counts_train_blind"  # the same with the back-off learned from train alone
+POSTERIOR = "posterior"  # the world known but each history's own draw, inferred from train
 ABLATION = "counts_alignment"
+POSTERIOR_KAPPA = 1.0  # pseudo-moves of a hypothesis' last-cluster back-off in its row of a history
 
 
 def novel_table(users: np.ndarray, clusters: np.ndarray, n: int) -> np.ndarray:
@@ -145,6 +157,52 @@ def simulated_table(world: demo.DemoWorld, cluster_of: dict[str, int], n_users: 
     return table
 
 
+def pair_hypotheses(succ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hypotheses about every theme history's preferred next theme (demo.pair_prior's
+    support): hypothesis j gives (a, b) its j-th candidate (theme order), cycling, with J the
+    most candidates any history has, so each candidate of each history is some hypothesis.
+    Returns (pair[j, a, b], prior[j, a, b]): a candidate's prior mass is shared by the
+    hypotheses that give it, so prior sums to 1 over j for each (a, b)."""
+    t = succ.shape[0]
+    cands = {(a, b): np.flatnonzero(demo.pair_prior(succ, a, b)) for a in range(t) for b in range(t) if a != b}
+    n_hyp = max(len(c) for c in cands.values())
+    pair = np.zeros((n_hyp, t, t), dtype=np.int64)
+    prior = np.full((n_hyp, t, t), 1.0 / n_hyp)  # a = b: no pair draw (one theme so far)
+    for (a, b), c in cands.items():
+        w = demo.pair_prior(succ, a, b)
+        for j in range(n_hyp):
+            pair[j, a, b] = c[j % len(c)]
+            prior[j, a, b] = w[c[j % len(c)]] / (n_hyp // len(c) + (j % len(c) < n_hyp % len(c)))
+    return pair, prior
+
+
+def cluster_themes(world: demo.DemoWorld, cluster_of: dict[str, int]) -> np.ndarray:
+    """Each cluster's majority theme."""
+    item_cluster = np.array([cluster_of[i] for i in world.items["item_id"].to_list()])
+    mix = np.zeros((int(item_cluster.max()) + 1, demo.N_THEMES))
+    np.add.at(mix, (item_cluster, world.theme_of_item), 1.0)
+    return mix.argmax(axis=1)
+
+
+def posterior_hits(hist: list[list[int]], label: np.ndarray, tables: np.ndarray, prior: np.ndarray,
+                   train_table: np.ndarray, m: int, kappa: float = POSTERIOR_KAPPA) -> np.ndarray:
+    """Whether each label is in the first m clusters of the posterior predictive of its
+    history (a, b): hypothesis j's row tables[j, a, b] (+ kappa moves of its back-off after
+    b), weighted by prior[j, a, b] times the likelihood of train's moves from (a, b) under
+    that row. The history's clusters excluded; ties by cluster id."""
+    after_last = shares(tables.sum(axis=1))  # (J, n, n): moves after the last cluster
+    out = np.zeros(len(label), dtype=bool)
+    for i, ((a, b), y) in enumerate(zip(hist, label)):
+        row = tables[:, a, b] + kappa * after_last[:, b]  # (J, n)
+        row = np.maximum(row / np.maximum(row.sum(axis=1, keepdims=True), 1e-300), 1e-12)
+        log_post = np.log(prior[:, a, b]) + np.log(row) @ train_table[a, b]
+        post = np.exp(log_post - log_post.max())
+        score = (post / post.sum()) @ row
+        score[[a, b]] = -np.inf
+        out[i] = int(y) in np.argsort(-score, kind="stable")[:m]
+    return out
+
+
 def bootstrap(users: np.ndarray, hits: dict[str, np.ndarray], mask: np.ndarray, n_boot: int, seed: int,
               refs: tuple[str, ...] = (ORACLE,)) -> dict:
     """Recall of each policy on the masked transitions and the paired differences of
@@ -183,7 +241,7 @@ def segments_of(seen: np.ndarray, bounds: list[int]) -> dict[str, np.ndarray]:
             f"seen_0_{hi - 1}": seen < hi, f"seen_{hi}_plus": seen >= hi}
 
 
-def judge(db: Path, seed: int, n_sim: int, sim_seed: int, n_boot: int) -> dict:
+def judge(db: Path, seed: int, n_sim: int, sim_seed: int, n_boot: int, posterior: bool = True) -> dict:
     """The ceiling and every lookup of one demo warehouse, per history segment."""
     level, k, m = config.llm_level(), config.history_len(), SELECTION_M
     if k != 2:
@@ -242,6 +300,17 @@ def judge(db: Path, seed: int, n_sim: int, sim_seed: int, n_boot: int) -> dict:
     # what train's own moves give that back-off (its mix chosen on those moves, in sample)
     tw, t_last, t_first = pair_blind(train_table, m)
     hits[COUNTS_TRAIN_BLIND] = ranked_hits(hist, label, counted, blend(tw, t_last, t_first), m)
+    post_info = None
+    if posterior:  # one population per hypothesis, on the ceiling's random streams
+        t1 = time.perf_counter()
+        pair, theme_prior = pair_hypotheses(world.succ)
+        tables = np.stack([simulated_table(world.with_pairs(pj), cluster_of, n_sim, events_per_user,
+                                           float(vars_["positive_threshold"]), seed=sim_seed) for pj in pair])
+        th = cluster_themes(world, cluster_of)
+        hits[POSTERIOR] = posterior_hits(hist, label, tables, theme_prior[:, th[:, None], th[None, :]], train_table, m)
+        covered = (pair == world.pair).any(axis=0)[~np.eye(demo.N_THEMES, dtype=bool)]
+        post_info = {"hypotheses": len(pair), "kappa": POSTERIOR_KAPPA, "true_pair_among_hypotheses": bool(covered.all()),
+                     "seconds": round(time.perf_counter() - t1, 1)}
     for policy in ("llm", *COUNT_POLICIES, ABLATION):
         top = lookups.filter(pl.col("policy") == policy).group_by(pl.col("history").cast(pl.List(pl.Int64))).agg(
             pl.col("next_cluster_id"))
@@ -264,7 +333,9 @@ def judge(db: Path, seed: int, n_sim: int, sim_seed: int, n_boot: int) -> dict:
                       "histories_left": int((table.sum(axis=2) > 0).sum()), "seconds": round(sim_s, 1)},
         "pair_blind_last_weight": w,
         "train_blind_last_weight": tw,
-        "segments": {seg: bootstrap(users_eval, hits, mask, n_boot, seed=0, refs=(ORACLE, COUNTS_PAIR_BLIND))
+        "posterior": post_info,
+        "segments": {seg: bootstrap(users_eval, hits, mask, n_boot, seed=0,
+                                    refs=(ORACLE, COUNTS_PAIR_BLIND, *([POSTERIOR] if posterior else ())))
                      for seg, mask in segments.items()},
         "checked_against_lookup_evaluation": True,
     }
@@ -280,14 +351,16 @@ def main() -> None:
     ap.add_argument("--sim-users", type=int, default=1_000_000, help="users of the simulated population")
     ap.add_argument("--sim-seed", type=int, default=0, help="seed of the simulated population")
     ap.add_argument("--boot", type=int, default=1000)
+    ap.add_argument("--no-posterior", dest="posterior", action="store_false",
+                    help="skip the posterior lookup (one more population per hypothesis, about 8 a world)")
     args = ap.parse_args()
     if not args.seeds:
         seed = args.seed if args.seed is not None else config.env_int("IE_DEMO_SEED", demo.DEFAULT_SEED)
-        print(json.dumps(judge(args.db or config.database_path(), seed, args.sim_users, args.sim_seed, args.boot),
-                         indent=1))
+        print(json.dumps(judge(args.db or config.database_path(), seed, args.sim_users, args.sim_seed, args.boot,
+                               args.posterior), indent=1))
         return
-    worlds = {s: judge(demo_worlds.world_paths(s, args.split_mode)[0], s, args.sim_users, args.sim_seed, args.boot)
-              for s in args.seeds}
+    worlds = {s: judge(demo_worlds.world_paths(s, args.split_mode)[0], s, args.sim_users, args.sim_seed, args.boot,
+                       args.posterior) for s in args.seeds}
     pooled = {}
     for seg in next(iter(worlds.values()))["segments"]:
         for name in next(iter(worlds.values()))["segments"][seg]["diff"]:

@@ -447,3 +447,50 @@ def test_demo_ceiling_pair_blind_weight_by_hand():
     got = mod.ranked_hits([[0, 1], [0, 1], [2, 1]], np.array([3, 2, 0]),
                           lambda a, b: counted.get((a, b), none), mod.blend(w, after_last, after_first), m=1)
     assert got.tolist() == [False, True, True]
+
+
+def test_demo_ceiling_pair_hypotheses_by_hand():
+    # 5 themes: succ(0) = 1 .5, 2 .3, 3 .2; succ(1) = 0 .65, 4 .35; succ(2) = 3; succ(3) = 2;
+    # succ(4) = 0 .65, 1 .35. History (0, 4) draws from 1 .85, 2 .3, 3 .2 (of 1.35): three
+    # candidates, the most any history has, so J = 3. (2, 0) has two, 1 (.5) and 3 (1.2, of
+    # 1.7): hypotheses 1, 3, 1, candidate 1's mass shared by two. succ(2) + succ(3) hold only
+    # 2 and 3, so (2, 3) draws uniformly from 0, 1 and 4.
+    succ = np.zeros((5, 5))
+    succ[0, [1, 2, 3]] = [0.5, 0.3, 0.2]
+    succ[1, [0, 4]] = [0.65, 0.35]
+    succ[2, 3] = succ[3, 2] = 1.0
+    succ[4, [0, 1]] = [0.65, 0.35]
+    pair, prior = _demo_ceiling().pair_hypotheses(succ)
+    assert pair.shape == prior.shape == (3, 5, 5)
+    assert pair[:, 0, 4].tolist() == [1, 2, 3]
+    assert prior[:, 0, 4] == pytest.approx(np.array([0.85, 0.3, 0.2]) / 1.35)
+    assert pair[:, 2, 0].tolist() == [1, 3, 1]
+    assert prior[:, 2, 0] == pytest.approx([0.25 / 1.7, 1.2 / 1.7, 0.25 / 1.7])
+    assert pair[:, 2, 3].tolist() == [0, 1, 4] and prior[:, 2, 3] == pytest.approx([1 / 3] * 3)
+    assert prior.sum(axis=0) == pytest.approx(np.ones((5, 5)))  # the diagonal (no pair draw) uniform
+
+
+def test_demo_ceiling_posterior_by_hand():
+    # history (0, 1) over clusters 0..3, two hypotheses: hypothesis 0's population left it to
+    # 2 (3 times) and 3 (once), hypothesis 1's to 2 (once) and 3 (3 times); each one's
+    # back-off after cluster 1 is the same shares, so rows are (.75, .25) and (.25, .75).
+    # m = 1, labels 2 and 3: which one comes first?
+    mod = _demo_ceiling()
+    tables = np.zeros((2, 4, 4, 4))
+    tables[0, 0, 1, [2, 3]] = [3, 1]
+    tables[1, 0, 1, [2, 3]] = [1, 3]
+    hist, label = [[0, 1], [0, 1]], np.array([2, 3])
+
+    def first(p0: float, moves_to_3: int) -> list[bool]:
+        prior = np.zeros((2, 4, 4))
+        prior[:, 0, 1] = [p0, 1 - p0]
+        train = np.zeros((4, 4, 4))
+        train[0, 1, 3] = moves_to_3
+        return mod.posterior_hits(hist, label, tables, prior, train, m=1).tolist()
+
+    assert first(0.5, 0) == [True, False]  # a tie at .5: cluster id
+    assert first(0.8, 0) == [True, False]  # 2: .8 .75 + .2 .25 = .65
+    # one train move to 3: posterior .8 .25 : .2 .75 = 4/7 : 3/7, so 2 scores 3.75/7 > 1/2
+    assert first(0.8, 1) == [True, False]
+    # two: .8 / 16 : .2 9 / 16 = .05 : .1125, so 3 leads
+    assert first(0.8, 2) == [False, True]

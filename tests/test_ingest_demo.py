@@ -212,3 +212,21 @@ def collapsed_sequences(users: np.ndarray, themes: np.ndarray) -> list[list[int]
         elif t != out[-1][-1]:
             out[-1].append(t)
     return out
+
+
+def test_demo_world_with_other_pairs_moves_only_the_pair_share():
+    world = demo.DemoWorld.of_seed(seed=11, n_items=400)
+    assert np.array_equal(world.with_pairs(world.pair).p, world.p)
+    off = ~np.eye(demo.N_THEMES, dtype=bool)
+    # every history's own successor is in the support it was drawn from
+    assert all(demo.pair_prior(world.succ, a, b)[world.pair[a, b]] > 0 for a, b in np.argwhere(off))
+    a, b = 0, 1
+    old = int(world.pair[a, b])
+    new = int(next(c for c in np.flatnonzero(demo.pair_prior(world.succ, a, b)) if c != old))
+    pair = world.pair.copy()
+    pair[a, b] = new
+    p = world.with_pairs(pair).p
+    changed = np.argwhere(~np.isclose(p, world.p))
+    assert {(int(x), int(y)) for x, y, _ in changed} == {(a, b)}  # one history's row
+    moved = p[a, b, new] - world.p[a, b, new]
+    assert moved > 0.3 and world.p[a, b, old] - p[a, b, old] == pytest.approx(moved)

@@ -30,10 +30,10 @@ The world:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import string
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -229,19 +229,25 @@ def successor_table(rng: np.random.Generator) -> np.ndarray:
     return table
 
 
+def pair_prior(succ: np.ndarray, a: int, b: int) -> np.ndarray:
+    """The distribution history (a, b)'s preferred next theme is drawn from: succ(a) +
+    succ(b) without a and b, normalised (uniform outside a and b if that leaves nothing)."""
+    w = succ[a] + succ[b]
+    w[[a, b]] = 0.0
+    if w.sum() == 0:  # succ(a) and succ(b) hold only a and b
+        w = np.ones(succ.shape[0])
+        w[[a, b]] = 0.0
+    return w / w.sum()
+
+
 def pair_successors(rng: np.random.Generator, succ: np.ndarray) -> np.ndarray:
-    """(T, T) the preferred next theme of history (a, b): drawn from succ(a) + succ(b)
-    without a and b, so people who came to b from a lean one way."""
+    """(T, T) the preferred next theme of history (a, b), drawn from pair_prior, so people
+    who came to b from a lean one way."""
     n = succ.shape[0]
     out = np.empty((n, n), dtype=np.int64)
     for a in range(n):
         for b in range(n):
-            w = succ[a] + succ[b]
-            w[[a, b]] = 0.0
-            if w.sum() == 0:  # succ(a) and succ(b) hold only a and b
-                w = np.ones(n)
-                w[[a, b]] = 0.0
-            out[a, b] = rng.choice(n, p=w / w.sum())
+            out[a, b] = rng.choice(n, p=pair_prior(succ, a, b))
     return out
 
 
@@ -353,7 +359,7 @@ def _items(
     return items, theme_of_id, (by_theme, offsets, sizes)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class DemoWorld:
     """One seed's world: its items, theme transitions and start themes. generate() draws
     its users from it; bench/demo_ceiling.py draws a fresh, larger population from the
@@ -364,7 +370,9 @@ class DemoWorld:
     by_theme: np.ndarray  # item indices grouped by theme
     offsets: np.ndarray  # each theme's offset into by_theme
     sizes: np.ndarray  # items per theme
-    p: np.ndarray  # P[a, b, :], transition_tensor
+    succ: np.ndarray  # (T, T) preferred-successor weights, successor_table
+    pair: np.ndarray  # (T, T) each history's preferred next theme, pair_successors
+    p: np.ndarray  # P[a, b, :], transition_tensor(succ, pair)
     start: np.ndarray  # start probability of each theme
 
     @classmethod
@@ -372,9 +380,15 @@ class DemoWorld:
         """generate()'s first draws, in its order."""
         items, theme_of_item, (by_theme, offsets, sizes) = _items(rng, n_items)
         succ = successor_table(rng)
-        p = transition_tensor(succ, pair_successors(rng, succ))
+        pair = pair_successors(rng, succ)
         pop = 1.0 / (rng.permutation(N_THEMES) + 3.0) ** 0.8  # some themes are more popular starts
-        return cls(items, theme_of_item, by_theme, offsets, sizes, p, pop / pop.sum())
+        return cls(items, theme_of_item, by_theme, offsets, sizes, succ, pair, transition_tensor(succ, pair),
+                   pop / pop.sum())
+
+    def with_pairs(self, pair: np.ndarray) -> DemoWorld:
+        """The same world with other preferred next themes per history: what a learner who
+        knows everything but each history's own draw must still tell apart."""
+        return dataclasses.replace(self, pair=pair, p=transition_tensor(self.succ, pair))
 
     @classmethod
     def of_seed(cls, seed: int | None = None, n_items: int | None = None) -> DemoWorld:
