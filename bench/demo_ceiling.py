@@ -352,7 +352,7 @@ def main() -> None:
     ap.add_argument("--sim-seed", type=int, default=0, help="seed of the simulated population")
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--no-posterior", dest="posterior", action="store_false",
-                    help="skip the posterior lookup (one more population per hypothesis, about 8 a world)")
+                    help="skip the posterior lookup (a population per hypothesis: 8 a world, 8-10 min)")
     args = ap.parse_args()
     if not args.seeds:
         seed = args.seed if args.seed is not None else config.env_int("IE_DEMO_SEED", demo.DEFAULT_SEED)
