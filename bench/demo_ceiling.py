@@ -32,7 +32,11 @@ candidate of every history is one; the same random streams as the ceiling's) and
 history's moves by the hypotheses' rows, weighted by their prior (through each cluster's
 majority theme; uniform where both clusters share one) times the likelihood of train's
 moves from that history. Its settings (POSTERIOR_KAPPA, the hypotheses) were fixed before
-it was scored. About eight more populations a world.
+it was scored. About eight more populations a world. `counts_spike` is its structure
+learned from train alone: each history sends a share rho of its moves to one favourite of
+its own, drawn from a mix of train's moves after its last and first clusters (weight w),
+the rest as after its last cluster; rho and w are chosen by leave-one-move-out recall on
+train's moves.
 
 The policies' hits are recomputed here from the lookup tables (top-m of the stored
 ranks, m = SELECTION_M) and checked against lookup_evaluation's values: the script
@@ -69,6 +73,8 @@ COUNTS_TRAIN_BLIND = "counts_train_blind"  # the same with the back-off learned 
 POSTERIOR = "posterior"  # the world known but each history's own draw, inferred from train
 ABLATION = "counts_alignment"
 POSTERIOR_KAPPA = 1.0  # pseudo-moves of a hypothesis' last-cluster back-off in its row of a history
+SPIKE = "counts_spike"  # the posterior's structure, learned from train alone
+SPIKE_GRID = {"rho": np.round(np.arange(0.1, 0.75, 0.1), 1), "w": (0.0, 0.25, 0.5, 0.75, 1.0)}
 
 
 def novel_table(users: np.ndarray, clusters: np.ndarray, n: int) -> np.ndarray:
@@ -203,6 +209,62 @@ def posterior_hits(hist: list[list[int]], label: np.ndarray, tables: np.ndarray,
     return out
 
 
+def spike_predictive(counts: np.ndarray, base: np.ndarray, prior: np.ndarray, rho: np.ndarray) -> np.ndarray:
+    """P(c) of a history whose moves follow base except for a share rho that goes to one
+    favourite cluster s of its own, s ~ prior, inferred from the history's counts:
+    (1 - rho) base + rho P(s = c | counts), with P(s | counts) proportional to prior(s)
+    (1 + rho / ((1 - rho) base(s)))^counts(s). rho has one entry per setting (rows out)."""
+    rho = np.asarray(rho, dtype=float)[:, None]
+    log_post = np.log(prior) + counts * np.log1p(rho / ((1 - rho) * base))
+    post = np.exp(log_post - log_post.max(axis=-1, keepdims=True))
+    return (1 - rho) * base + rho * post / post.sum(axis=-1, keepdims=True)
+
+
+def spike_parts(train_table: np.ndarray, a: int, b: int, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(base, prior rows per w) of history (a, b) from train's moves: base = the moves after
+    the last cluster, prior = w after the last + (1 - w) after the first; add-one smoothed."""
+    n = train_table.shape[0]
+    after_last = train_table[:, b].sum(axis=0) + 1.0
+    after_first = train_table[a].sum(axis=0) + 1.0
+    base, first = after_last / after_last.sum(), after_first / after_first.sum()
+    w = np.asarray(w, dtype=float)[:, None]
+    prior = w * base + (1 - w) * first
+    prior[:, [a, b]] = 1e-300 / n
+    return base, prior
+
+
+def spike_setting(train_table: np.ndarray, m: int) -> tuple[float, float]:
+    """(rho, w) of SPIKE_GRID with the best leave-one-move-out recall@m on train's moves:
+    each move predicted from its history's other moves. Ties: the smaller rho, then w."""
+    rho = np.repeat(SPIKE_GRID["rho"], len(SPIKE_GRID["w"]))
+    w = np.tile(np.asarray(SPIKE_GRID["w"], dtype=float), len(SPIKE_GRID["rho"]))
+    hits = np.zeros(len(rho))
+    for a, b in zip(*np.nonzero(train_table.sum(axis=2))):
+        base, prior = spike_parts(train_table, a, b, w)
+        for c in np.flatnonzero(train_table[a, b]):
+            counts = train_table[a, b].copy()
+            counts[c] -= 1
+            score = spike_predictive(counts, base, prior, rho)
+            score[:, [a, b]] = -np.inf
+            ahead = (score > score[:, [c]]) | ((score == score[:, [c]]) & (np.arange(len(base)) < c))
+            hits += (ahead.sum(axis=1) < m) * train_table[a, b, c]
+    best = int(np.argmax(hits))  # first of the ties: the smaller rho, then w
+    return float(rho[best]), float(w[best])
+
+
+def spike_hits(hist: list[list[int]], label: np.ndarray, train_table: np.ndarray, rho: float, w: float,
+               m: int) -> np.ndarray:
+    """Whether each label is in the first m clusters of spike_predictive of its history, the
+    history's clusters excluded; ties by cluster id."""
+    out = np.zeros(len(label), dtype=bool)
+    for i, ((a, b), y) in enumerate(zip(hist, label)):
+        base, prior = spike_parts(train_table, a, b, [w])
+        score = spike_predictive(train_table[a, b], base, prior, [rho])[0]
+        score[[a, b]] = -np.inf
+        out[i] = int(y) in np.argsort(-score, kind="stable")[:m]
+    return out
+
+
 def bootstrap(users: np.ndarray, hits: dict[str, np.ndarray], mask: np.ndarray, n_boot: int, seed: int,
               refs: tuple[str, ...] = (ORACLE,)) -> dict:
     """Recall of each policy on the masked transitions and the paired differences of
@@ -300,6 +362,8 @@ def judge(db: Path, seed: int, n_sim: int, sim_seed: int, n_boot: int, posterior
     # what train's own moves give that back-off (its mix chosen on those moves, in sample)
     tw, t_last, t_first = pair_blind(train_table, m)
     hits[COUNTS_TRAIN_BLIND] = ranked_hits(hist, label, counted, blend(tw, t_last, t_first), m)
+    spike = spike_setting(train_table, m)
+    hits[SPIKE] = spike_hits(hist, label, train_table, *spike, m)
     post_info = None
     if posterior:  # one population per hypothesis, on the ceiling's random streams
         t1 = time.perf_counter()
@@ -334,8 +398,9 @@ def judge(db: Path, seed: int, n_sim: int, sim_seed: int, n_boot: int, posterior
         "pair_blind_last_weight": w,
         "train_blind_last_weight": tw,
         "posterior": post_info,
+        "spike_rho_w": spike,
         "segments": {seg: bootstrap(users_eval, hits, mask, n_boot, seed=0,
-                                    refs=(ORACLE, COUNTS_PAIR_BLIND, *([POSTERIOR] if posterior else ())))
+                                    refs=(ORACLE, COUNTS_PAIR_BLIND, SPIKE, *([POSTERIOR] if posterior else ())))
                      for seg, mask in segments.items()},
         "checked_against_lookup_evaluation": True,
     }

@@ -494,3 +494,32 @@ def test_demo_ceiling_posterior_by_hand():
     assert first(0.8, 1) == [True, False]
     # two: .8 / 16 : .2 9 / 16 = .05 : .1125, so 3 leads
     assert first(0.8, 2) == [False, True]
+
+
+def test_demo_ceiling_spike_predictive_by_hand():
+    # base (.5, .25, .25), prior (.25, .5, .25), rho .5. No moves: .5 base + .5 prior. One
+    # move to 2: its hypothesis gains 1 + .5 / (.5 .25) = 5, posterior (.25, .5, 1.25) / 2,
+    # predictive .5 base + .5 (.125, .25, .625) = (.3125, .25, .4375). rho 0 is the base.
+    mod = _demo_ceiling()
+    base, prior = np.array([0.5, 0.25, 0.25]), np.array([0.25, 0.5, 0.25])
+    none = mod.spike_predictive(np.zeros(3), base, prior, [0.5, 0.0])
+    assert none == pytest.approx(np.array([[0.375, 0.375, 0.25], [0.5, 0.25, 0.25]]))
+    one = mod.spike_predictive(np.array([0, 0, 1.0]), base, prior, [0.5])
+    assert one == pytest.approx(np.array([[0.3125, 0.25, 0.4375]]))
+
+
+def test_demo_ceiling_spike_setting_by_hand():
+    # clusters 0..5, m = 1: (3, 1) -> 2 nine times, (0, 1) -> 4 twice. Add-one smoothed, the
+    # moves after 1 give 2 10/17 and 4 3/17; after 0, 4 3/8 and every other 1/8. Leaving
+    # one (0, 1) -> 4 out, the other gives hypothesis 4 the factor f = 1 + 17 rho / (3 (1 -
+    # rho)); with w = 0 (prior = after the first cluster) 4 scores (1 - rho) 3/17 + rho
+    # f / (f + 1) and 2 (1 - rho) 10/17 + rho / (f + 1): at rho .3 .356 < .480, at rho .4
+    # .437 > .422. A larger w only lowers 4's prior, and (3, 1) -> 2 is first in every
+    # setting, so (.4, 0) is the smallest best setting.
+    mod = _demo_ceiling()
+    train = np.zeros((6, 6, 6))
+    train[3, 1, 2], train[0, 1, 4] = 9, 2
+    assert mod.spike_setting(train, m=1) == (0.4, 0.0)
+    hist, label = [[0, 1], [3, 1]], np.array([4, 2])
+    assert mod.spike_hits(hist, label, train, 0.4, 0.0, m=1).tolist() == [True, True]
+    assert mod.spike_hits(hist, label, train, 0.1, 0.0, m=1).tolist() == [False, True]
