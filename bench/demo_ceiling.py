@@ -97,16 +97,20 @@ def novel_table(users: np.ndarray, clusters: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def in_first(score: np.ndarray, a: int, b: int, y: int, m: int) -> bool:
+    """Whether y is among the m best-scored clusters outside the history (a, b); ties by
+    cluster id. score is changed in place."""
+    score[[a, b]] = -np.inf
+    return int(y) in np.argsort(-score, kind="stable")[:m]
+
+
 def ranked_hits(hist: list[list[int]], label: np.ndarray, counts, backoff, m: int) -> np.ndarray:
     """Whether each label is in the first m clusters of counts(a, b) (a history's counted
     moves), the history's clusters excluded; ties and uncounted clusters by backoff(a, b)
     (shares, summing to at most 1), then by cluster id."""
-    out = np.zeros(len(label), dtype=bool)
-    for j, ((a, b), y) in enumerate(zip(hist, label)):
-        score = counts(a, b) + backoff(a, b) / 2  # a count of 1 outweighs any back-off share
-        score[[a, b]] = -np.inf
-        out[j] = int(y) in np.argsort(-score, kind="stable")[:m]
-    return out
+    # a count of 1 outweighs any back-off share
+    return np.array([in_first(counts(a, b) + backoff(a, b) / 2, a, b, y, m) for (a, b), y in zip(hist, label)],
+                    dtype=bool)
 
 
 def shares(rows: np.ndarray) -> np.ndarray:
@@ -143,16 +147,20 @@ def pair_blind(table: np.ndarray, m: int) -> tuple[float, np.ndarray, np.ndarray
     return float(w), after_last, after_first
 
 
-def simulated_table(world: demo.DemoWorld, cluster_of: dict[str, int], n_users: int, events_per_user: float,
-                    positive: float, seed: int, chunk: int = 100_000) -> np.ndarray:
-    """The novel-move table of a fresh population of the world, its positive events read
-    through the warehouse's clusters; drawn in chunks of users (independent streams) to
-    bound memory."""
+def item_clusters(world: demo.DemoWorld, cluster_of: dict[str, int]) -> np.ndarray:
+    """The warehouse's cluster of each item of the world (rows of world.items)."""
     missing = set(world.items["item_id"].to_list()) - set(cluster_of)
     if missing:
         raise SystemExit(f"demo_ceiling: {len(missing)} items of the demo world (e.g. {sorted(missing)[0]}) have no "
                          f"cluster in {config.ITEM_CLUSTERS}: pass the warehouse's --seed and IE_DEMO_ITEMS")
-    item_cluster = np.array([cluster_of[i] for i in world.items["item_id"].to_list()])
+    return np.array([cluster_of[i] for i in world.items["item_id"].to_list()])
+
+
+def simulated_table(world: demo.DemoWorld, item_cluster: np.ndarray, n_users: int, events_per_user: float,
+                    positive: float, seed: int, chunk: int = 100_000) -> np.ndarray:
+    """The novel-move table of a fresh population of the world, its positive events read
+    through the warehouse's clusters (item_clusters); drawn in chunks of users
+    (independent streams) to bound memory."""
     n = int(item_cluster.max()) + 1
     table = np.zeros((n, n, n))
     for i, rng in enumerate(np.random.default_rng(seed).spawn(-(-n_users // chunk))):
@@ -182,9 +190,8 @@ def pair_hypotheses(succ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pair, prior
 
 
-def cluster_themes(world: demo.DemoWorld, cluster_of: dict[str, int]) -> np.ndarray:
+def cluster_themes(world: demo.DemoWorld, item_cluster: np.ndarray) -> np.ndarray:
     """Each cluster's majority theme."""
-    item_cluster = np.array([cluster_of[i] for i in world.items["item_id"].to_list()])
     mix = np.zeros((int(item_cluster.max()) + 1, demo.N_THEMES))
     np.add.at(mix, (item_cluster, world.theme_of_item), 1.0)
     return mix.argmax(axis=1)
@@ -203,9 +210,7 @@ def posterior_hits(hist: list[list[int]], label: np.ndarray, tables: np.ndarray,
         row = np.maximum(row / np.maximum(row.sum(axis=1, keepdims=True), 1e-300), 1e-12)
         log_post = np.log(prior[:, a, b]) + np.log(row) @ train_table[a, b]
         post = np.exp(log_post - log_post.max())
-        score = (post / post.sum()) @ row
-        score[[a, b]] = -np.inf
-        out[i] = int(y) in np.argsort(-score, kind="stable")[:m]
+        out[i] = in_first((post / post.sum()) @ row, a, b, y, m)
     return out
 
 
@@ -223,13 +228,12 @@ def spike_predictive(counts: np.ndarray, base: np.ndarray, prior: np.ndarray, rh
 def spike_parts(train_table: np.ndarray, a: int, b: int, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(base, prior rows per w) of history (a, b) from train's moves: base = the moves after
     the last cluster, prior = w after the last + (1 - w) after the first; add-one smoothed."""
-    n = train_table.shape[0]
     after_last = train_table[:, b].sum(axis=0) + 1.0
     after_first = train_table[a].sum(axis=0) + 1.0
     base, first = after_last / after_last.sum(), after_first / after_first.sum()
     w = np.asarray(w, dtype=float)[:, None]
     prior = w * base + (1 - w) * first
-    prior[:, [a, b]] = 1e-300 / n
+    prior[:, [a, b]] = 1e-300  # never the favourite; log stays finite
     return base, prior
 
 
@@ -259,9 +263,7 @@ def spike_hits(hist: list[list[int]], label: np.ndarray, train_table: np.ndarray
     out = np.zeros(len(label), dtype=bool)
     for i, ((a, b), y) in enumerate(zip(hist, label)):
         base, prior = spike_parts(train_table, a, b, [w])
-        score = spike_predictive(train_table[a, b], base, prior, [rho])[0]
-        score[[a, b]] = -np.inf
-        out[i] = int(y) in np.argsort(-score, kind="stable")[:m]
+        out[i] = in_first(spike_predictive(train_table[a, b], base, prior, [rho])[0], a, b, y, m)
     return out
 
 
@@ -343,8 +345,10 @@ def judge(db: Path, seed: int, n_sim: int, sim_seed: int, n_boot: int, posterior
         reported = wh.query(con, f"select policy, metric, value from {config.LOOKUP_EVALUATION} "
                                  "where level = ? and k = ? and split_mode = ?", [level, k, split_mode])
 
+    item_cluster = item_clusters(world, cluster_of)
     t0 = time.perf_counter()
-    table = simulated_table(world, cluster_of, n_sim, events_per_user, float(vars_["positive_threshold"]), seed=sim_seed)
+    table = simulated_table(world, item_cluster, n_sim, events_per_user, float(vars_["positive_threshold"]),
+                            seed=sim_seed)
     sim_s = time.perf_counter() - t0
 
     hist = ev["history"].to_list()
@@ -368,9 +372,9 @@ def judge(db: Path, seed: int, n_sim: int, sim_seed: int, n_boot: int, posterior
     if posterior:  # one population per hypothesis, on the ceiling's random streams
         t1 = time.perf_counter()
         pair, theme_prior = pair_hypotheses(world.succ)
-        tables = np.stack([simulated_table(world.with_pairs(pj), cluster_of, n_sim, events_per_user,
+        tables = np.stack([simulated_table(world.with_pairs(pj), item_cluster, n_sim, events_per_user,
                                            float(vars_["positive_threshold"]), seed=sim_seed) for pj in pair])
-        th = cluster_themes(world, cluster_of)
+        th = cluster_themes(world, item_cluster)
         hits[POSTERIOR] = posterior_hits(hist, label, tables, theme_prior[:, th[:, None], th[None, :]], train_table, m)
         covered = (pair == world.pair).any(axis=0)[~np.eye(demo.N_THEMES, dtype=bool)]
         post_info = {"hypotheses": len(pair), "kappa": POSTERIOR_KAPPA, "true_pair_among_hypotheses": bool(covered.all()),

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import string
 import time
 
@@ -372,8 +373,12 @@ class DemoWorld:
     sizes: np.ndarray  # items per theme
     succ: np.ndarray  # (T, T) preferred-successor weights, successor_table
     pair: np.ndarray  # (T, T) each history's preferred next theme, pair_successors
-    p: np.ndarray  # P[a, b, :], transition_tensor(succ, pair)
     start: np.ndarray  # start probability of each theme
+
+    @functools.cached_property
+    def p(self) -> np.ndarray:
+        """P[a, b, :], transition_tensor(succ, pair)."""
+        return transition_tensor(self.succ, self.pair)
 
     @classmethod
     def draw(cls, rng: np.random.Generator, n_items: int) -> DemoWorld:
@@ -382,13 +387,12 @@ class DemoWorld:
         succ = successor_table(rng)
         pair = pair_successors(rng, succ)
         pop = 1.0 / (rng.permutation(N_THEMES) + 3.0) ** 0.8  # some themes are more popular starts
-        return cls(items, theme_of_item, by_theme, offsets, sizes, succ, pair, transition_tensor(succ, pair),
-                   pop / pop.sum())
+        return cls(items, theme_of_item, by_theme, offsets, sizes, succ, pair, pop / pop.sum())
 
     def with_pairs(self, pair: np.ndarray) -> DemoWorld:
         """The same world with other preferred next themes per history: what a learner who
         knows everything but each history's own draw must still tell apart."""
-        return dataclasses.replace(self, pair=pair, p=transition_tensor(self.succ, pair))
+        return dataclasses.replace(self, pair=pair)
 
     @classmethod
     def of_seed(cls, seed: int | None = None, n_items: int | None = None) -> DemoWorld:
