@@ -341,6 +341,34 @@ def test_finetune_with_the_trunk_cache_follows_the_full_models_path(tiny_dir, tm
     assert ft.read_training(one.adapter_dir)["trunk_cache"] is None
 
 
+
+def test_the_gpus_bf16_path_runs_and_is_its_own_model_version(tiny_dir, tmp_path, monkeypatch):
+    """What CUDA gets (base_lm.runtime: bf16), run on the CPU: fine-tuning, saving, the
+    merged model's pair inference all go through in bf16, and the adapter is another
+    model_version than the fp32 one of the same inputs. fp32 adds nothing to the hash, so
+    every CPU version is what it was before the dtype counted."""
+    db = tmp_path / "wh.duckdb"
+    synthetic_warehouse(db)
+    with wh.connect(db) as con:
+        inputs = pipeline.read_inputs(con, 2, 2)
+    cfg = ft.FinetuneConfig(steps=4, batch_histories=8, adapt_layers=1, eval_every=4, eval_histories=8,
+                            eval_prompts=2, top_m=3)
+    version = {dtype: ft.model_version(tiny_dir, 2, 2, inputs.train_pairs, inputs.descriptions, cfg, dtype)
+               for dtype in (torch.float32, torch.bfloat16)}
+    assert ft.model_version(tiny_dir, 2, 2, inputs.train_pairs, inputs.descriptions, cfg) == version[torch.float32]
+    assert version[torch.bfloat16] != version[torch.float32]
+
+    monkeypatch.setattr(base_lm, "runtime", lambda: base_lm.Runtime(torch.device("cpu"), torch.bfloat16))
+    result = ft.finetune(inputs, cfg, tmp_path / "models", tiny_dir, progress=False)
+    assert result.model_version == version[torch.bfloat16]
+    meta = ft.read_training(result.adapter_dir)
+    assert meta["dtype"] == "torch.bfloat16" and [p["step"] for p in meta["history"]] == [0, 4]
+    rows, stats = pipeline.run_pair_inference(result.adapter_dir, inputs.descriptions, 2, 2, 3, progress=False)
+    assert rows.height == 20 * 3 and stats["shards"] == 5
+    assert set(rows["model_version"].unique()) == {version[torch.bfloat16]}
+    for _, group in rows.group_by("history"):
+        assert sorted(group["rank"].to_list()) == [1, 2, 3] and not set(group["next_cluster_id"]) & set(group["history"][0])
+
 # ---- bad input ---------------------------------------------------------------------------
 def test_missing_base_model_path(monkeypatch, tmp_path):
     monkeypatch.setenv("IE_BASE_MODEL", str(tmp_path / "nowhere"))

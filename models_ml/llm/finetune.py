@@ -163,12 +163,16 @@ def base_fingerprint(base_path: Path, h) -> None:
         h.update(f"{f.name}:{f.stat().st_size}".encode())
 
 
-def model_version(base_path: Path, level: int, k: int, train: pl.DataFrame, descriptions: dict, cfg: FinetuneConfig) -> str:
+def model_version(base_path: Path, level: int, k: int, train: pl.DataFrame, descriptions: dict, cfg: FinetuneConfig,
+                  dtype: torch.dtype = torch.float32) -> str:
     """Content hash of everything the adapter depends on (base model, level, K, cluster
-    descriptions, configuration, prompt layout, training pairs)."""
+    descriptions, configuration, prompt layout, training pairs, and the training dtype
+    when it is not the CPU's fp32: a bf16 GPU adapter is another model)."""
     h = hashlib.sha256()
     base_fingerprint(base_path, h)
     h.update(json.dumps([level, k, sorted(descriptions.items()), asdict(cfg), asdict(prompts.PROMPT)]).encode())
+    if dtype != torch.float32:  # fp32 adds nothing, so CPU versions stay as they were
+        h.update(str(dtype).encode())
     examples = examples_from(train)
     h.update(json.dumps(sorted((hist, n) for hist, _, n in examples)).encode())
     if any(e is not None for _, e, _ in examples):
@@ -475,7 +479,8 @@ def finetune(
     enc = PromptEncoder(tok, inputs.descriptions)
     examples = examples_from(inputs.train_pairs)
     _check_examples(enc, examples, inputs)
-    version = version or model_version(base_path, inputs.level, inputs.k, inputs.train_pairs, inputs.descriptions, cfg)
+    version = version or model_version(base_path, inputs.level, inputs.k, inputs.train_pairs, inputs.descriptions, cfg,
+                                       rt.dtype)
     reused = _reuse(out_root / version, version)
     if reused is not None:  # the same inputs were fine-tuned before: same adapter
         return reused
