@@ -20,9 +20,12 @@ version pinned:
 
 The fine-tuning asset finds the adapter complete and reuses it, every pair partition
 resumes its shards from it, and lookup_evaluation scores the lookup built on it. The
-adapter records its base model's absolute path and the models dir is named after the
-warehouse's, so a machine without the warehouse runs this on a copy of the checkout and
-the warehouse file at the same absolute paths.
+adapter records its base model's absolute path, so a machine without the warehouse runs
+this on a copy of the checkout at the same absolute path and a copy of the warehouse
+file. To score an adapter without replacing the warehouse's lookup, serve it on a copy
+in another folder under the same file name: dbt's views name the DuckDB catalog after
+the file's stem, so a renamed copy breaks them. bench/results/llm_steps_h200_*.json hold
+the runs on one H200 (README "More steps on a GPU").
 """
 
 from __future__ import annotations
