@@ -9,6 +9,7 @@ import importlib.util
 import json
 import math
 import shutil
+import tarfile
 from pathlib import Path
 
 import polars as pl
@@ -368,6 +369,41 @@ def test_the_gpus_bf16_path_runs_and_is_its_own_model_version(tiny_dir, tmp_path
     assert set(rows["model_version"].unique()) == {version[torch.bfloat16]}
     for _, group in rows.group_by("history"):
         assert sorted(group["rank"].to_list()) == [1, 2, 3] and not set(group["next_cluster_id"]) & set(group["history"][0])
+
+def test_an_adapter_trained_elsewhere_is_served_with_its_version_pinned(tiny_dir, tmp_path, monkeypatch):
+    """bench/llm_steps.py's round trip (README "More steps on a GPU"): the adapter it
+    archives on one machine, unpacked into another's models dir, is reused by the
+    fine-tuning step under IE_LLM_MODEL_VERSION, and every pair shard resumes from it."""
+    spec = importlib.util.spec_from_file_location("llm_steps", config.REPO_ROOT / "bench" / "llm_steps.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    db = tmp_path / "wh.duckdb"
+    synthetic_warehouse(db)
+    for name, value in {"DUCKDB_DATABASE": db, "IE_BASE_MODEL": tiny_dir, "IE_MODELS_DIR": tmp_path / "trained",
+                        "IE_LLM_BATCH": 8, "IE_LLM_PARTITIONS": 2}.items():
+        monkeypatch.setenv(name, str(value))
+    with wh.connect(db) as con:
+        inputs = pipeline.read_inputs(con, 2, 2)
+    run = bench.run(inputs, 12, tmp_path / "archive")
+    version = run["model_version"]
+    # 12 steps keep the default evaluation interval (max(50, 12 // 6)): step 0 and the end
+    assert run["config"]["steps"] == 12 and run["config"]["eval_every"] == 50
+    assert [p["step"] for p in run["eval_sample_curve"]] == [0, 12]
+    assert run["histories"] == 20 and run["serve"] == f"IE_LLM_MODEL_VERSION={version}"
+
+    served = tmp_path / "served"
+    (served / "llm").mkdir(parents=True)
+    with tarfile.open(tmp_path / "archive" / f"{version}.tar.gz") as tar:
+        tar.extractall(served / "llm", filter="data")
+    monkeypatch.setenv("IE_MODELS_DIR", str(served))
+    monkeypatch.setenv("IE_LLM_MODEL_VERSION", version)
+    again = pipeline.run_finetune(inputs, pipeline.finetune_config(), progress=False)
+    assert again.extra == {"reused": True} and again.model_version == version
+    assert pipeline.current_adapter_dir() == served / "llm" / version
+    resumed = [pipeline.run_pair_partition(served / "llm" / version, inputs, 3, p, 2, progress=False)[2]
+               for p in (0, 1)]
+    assert sum(s["shards_resumed"] for s in resumed) == 5 and sum(s["shards_computed"] for s in resumed) == 0
+
 
 # ---- bad input ---------------------------------------------------------------------------
 def test_missing_base_model_path(monkeypatch, tmp_path):
