@@ -1,5 +1,5 @@
 """What a Dagster user sees, in a real browser: `dagster dev` on a small built warehouse
-(the small demo of test_pipeline, the tiny LLM of test_llm_model), driven by headless
+(conftest's small_demo, the whole job that test_pipeline checks), driven by headless
 Chromium (Debian's `chromium`) through Playwright. Asserts that asset pages show their
 row count and typed, described columns (a Python-written table and a dbt mart), that the
 fine-tuning asset shows its training-curve image, and that the refresh gate is among its
@@ -22,8 +22,6 @@ import duckdb
 import pytest
 
 from models_ml import config
-from tests.test_llm_model import smol_dir, tiny_dir, tokenizer  # noqa: F401
-from tests.test_pipeline import FOUNDATION, materialize, small_demo_env
 
 CHROMIUM = next((p for p in (os.environ.get("IE_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"))
                  if p), None)
@@ -33,8 +31,6 @@ pytestmark = [
                                                 "or IE_CHROMIUM=/path/to/chromium)"),
 ]
 SCREENSHOTS = Path(os.environ.get("IE_SCREENSHOTS_DIR", config.REPO_ROOT / "screenshots"))
-# the tables the pages show, and the fine-tune with its gate (nothing after it: cheap)
-SELECTION = FOUNDATION + ' or key:"ml/finetune_history"'
 
 
 def free_port() -> int:
@@ -61,13 +57,8 @@ def location_status(url: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_dir):  # noqa: F811
-    tmp = tmp_path_factory.mktemp("browser")
-    env = small_demo_env(tmp)
-    env["IE_BASE_MODEL"] = str(tiny_dir)
-    proc = materialize(env, SELECTION)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return env
+def built(small_demo):
+    return small_demo
 
 
 @pytest.fixture(scope="module")
