@@ -346,9 +346,9 @@ def judge(db: Path, seed: int, n_sim: int, sim_seed: int, n_boot: int, posterior
                                  "where level = ? and k = ? and split_mode = ?", [level, k, split_mode])
 
     item_cluster = item_clusters(world, cluster_of)
+    positive = float(vars_["positive_threshold"])
     t0 = time.perf_counter()
-    table = simulated_table(world, item_cluster, n_sim, events_per_user, float(vars_["positive_threshold"]),
-                            seed=sim_seed)
+    table = simulated_table(world, item_cluster, n_sim, events_per_user, positive, seed=sim_seed)
     sim_s = time.perf_counter() - t0
 
     hist = ev["history"].to_list()
@@ -372,8 +372,8 @@ def judge(db: Path, seed: int, n_sim: int, sim_seed: int, n_boot: int, posterior
     if posterior:  # one population per hypothesis, on the ceiling's random streams
         t1 = time.perf_counter()
         pair, theme_prior = pair_hypotheses(world.succ)
-        tables = np.stack([simulated_table(world.with_pairs(pj), item_cluster, n_sim, events_per_user,
-                                           float(vars_["positive_threshold"]), seed=sim_seed) for pj in pair])
+        tables = np.stack([simulated_table(world.with_pairs(pj), item_cluster, n_sim, events_per_user, positive,
+                                           seed=sim_seed) for pj in pair])
         th = cluster_themes(world, item_cluster)
         hits[POSTERIOR] = posterior_hits(hist, label, tables, theme_prior[:, th[:, None], th[None, :]], train_table, m)
         covered = (pair == world.pair).any(axis=0)[~np.eye(demo.N_THEMES, dtype=bool)]
