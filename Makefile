@@ -69,8 +69,11 @@ evaluate: manifest
 report: install
 	$(PY) -m models_ml.cli.report
 
+# On every core (pytest-xdist; a module's tests stay on one worker, tests/conftest.py),
+# one math thread per worker and per process it starts: the workers already fill the cores
+# (2 cores: 298 s against 503 s of one process with 2 threads each).
 test: install-spark browser
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto
 
 # tests/test_browser.py drives Debian's chromium: installed here when it is missing and
 # apt-get can run (root); otherwise those tests are skipped and say why.

@@ -1,7 +1,8 @@
 """Session set-up: the Dagster definitions load the dbt manifest, so parse the dbt
 project once before any test module imports them (the manifest always matches the
 project under test). The suite runs on the DuckDB target whatever DBT_TARGET the shell
-selects (the Spark tests choose their target themselves)."""
+selects (the Spark tests choose their target themselves). `make test` spreads the
+modules over every core (pytest-xdist, ``-n auto``); plain ``pytest`` runs in one process."""
 
 import os
 import subprocess
@@ -16,6 +17,8 @@ from tests.pipeline_env import materialize, small_demo_env
 
 def pytest_sessionstart(session):
     os.environ.pop("DBT_TARGET", None)
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controller parsed before starting it
     dbt = Path(sys.executable).with_name("dbt")
     proc = subprocess.run(
         [str(dbt), "parse", "--quiet", "--project-dir", str(config.DBT_PROJECT_DIR),
@@ -24,6 +27,33 @@ def pytest_sessionstart(session):
     )
     if proc.returncode != 0:
         raise RuntimeError(f"dbt parse failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
+
+
+# The modules whose tests use ``small_demo``: under xdist one worker runs them all, so the
+# whole job is built once (checked at collection below).
+SMALL_DEMO_MODULES = ("tests/test_pipeline.py", "tests/test_browser.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        if "small_demo" in item.fixturenames and module not in SMALL_DEMO_MODULES:
+            raise pytest.UsageError(f"{item.nodeid} uses small_demo: add {module} to conftest's SMALL_DEMO_MODULES")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs on every core (pytest-xdist). Each module's tests go to one worker,
+    so module fixtures (a Spark session, a backfill) are built once, and the small demo's
+    modules form one unit. (``--dist loadgroup`` would do this with markers, but its
+    node-id rewrite has no effect under pytest 9.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "small_demo" if module in SMALL_DEMO_MODULES else module
+
+    return ModuleScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
