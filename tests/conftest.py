@@ -41,6 +41,7 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(f"{item.nodeid} uses small_demo: add {module} to conftest's SMALL_DEMO_MODULES")
 
 
+@pytest.hookimpl(optionalhook=True)  # a plugin hook: plain pytest without xdist runs too
 def pytest_xdist_make_scheduler(config, log):
     """`make test` runs on every core (pytest-xdist). Each module's tests go to one worker,
     so module fixtures (a Spark session, a backfill) are built once, and the small demo's
@@ -52,6 +53,11 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
             return "small_demo" if module in SMALL_DEMO_MODULES else module
+
+        def _assign_work_unit(self, node) -> None:
+            if "small_demo" in self.workqueue:  # the longest unit starts first
+                self.workqueue.move_to_end("small_demo", last=False)
+            super()._assign_work_unit(node)
 
     return ModuleScheduling(config, log)
 
