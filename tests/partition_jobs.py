@@ -16,7 +16,7 @@ from orchestration.resources import WarehouseResource
 
 def backfill_job() -> JobDefinition:
     job = define_asset_job(
-        "pair_backfill", selection=[asset_key(config.PAIR_INFERENCE_PARTITIONS)], partitions_def=llm.PAIR_PARTITIONS,
+        "pair_backfill", selection=[asset_key(config.PAIR_INFERENCE_PARTITIONS)],  # partitioned as the asset
         executor_def=multiprocess_executor.configured({"max_concurrent": 2}),
     )
     return Definitions(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -144,6 +145,10 @@ class LM:
         self.dtype = self.head_weight.dtype
         self.pad_id = 0
         self.tokens_processed = 0  # real (unpadded) tokens run through the backbone
+        # transformers 5.x names the KV cache `cache` (`past_key_values` is deprecated and
+        # goes in 5.40); a backbone written for the old name still gets it
+        params = inspect.signature(self.backbone.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def logits(self, hidden: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
         """(..., d) hidden -> logits over ``tokens`` (1-D ids) or the whole vocabulary."""
@@ -165,10 +170,10 @@ class LM:
             **feed,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=cache,
             use_cache=True,
+            **{self._cache_arg: cache},
         )
-        return out.last_hidden_state, out.past_key_values
+        return out.last_hidden_state, out[self._cache_arg]
 
     def splittable(self) -> bool:
         """Whether :meth:`layers` can run a slice of this backbone's decoder layers (a
