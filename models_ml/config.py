@@ -410,6 +410,13 @@ def llm_batch_size() -> int:
     return env_int("IE_LLM_BATCH", 16, minimum=1)
 
 
+def llm_seed() -> int:
+    """IE_LLM_SEED: the fine-tuning's own seed (LoRA initialisation, batch order); unset,
+    the project's seed. Another value retrains on the same splits and validation fold,
+    so the spread over seeds is the training's noise alone."""
+    return env_int("IE_LLM_SEED", int(dbt_vars()["seed"]), minimum=0)
+
+
 def llm_eval_every() -> int:
     """IE_LLM_EVAL_EVERY: steps between recorded evaluations (loss, match rate, recall)."""
     return env_int("IE_LLM_EVAL_EVERY", 50, minimum=1)

@@ -371,6 +371,26 @@ def test_the_gpus_bf16_path_runs_and_is_its_own_model_version(tiny_dir, tmp_path
     for _, group in rows.group_by("history"):
         assert sorted(group["rank"].to_list()) == [1, 2, 3] and not set(group["next_cluster_id"]) & set(group["history"][0])
 
+def test_the_lora_seed_is_its_own_setting_and_model_version(tiny_dir, tmp_path, monkeypatch):
+    """IE_LLM_SEED moves the fine-tuning's seed alone (the splits keep the project's), and
+    another seed is another model_version; unset, it is the project's seed."""
+    monkeypatch.delenv("IE_LLM_SEED", raising=False)
+    monkeypatch.setenv("IE_SEED", "5")
+    assert pipeline.finetune_config().seed == 5
+    monkeypatch.setenv("IE_LLM_SEED", "9")
+    assert pipeline.finetune_config().seed == 9 and config.dbt_vars()["seed"] == 5
+    db = tmp_path / "wh.duckdb"
+    synthetic_warehouse(db)
+    with wh.connect(db) as con:
+        inputs = pipeline.read_inputs(con, 2, 2)
+    versions = {ft.model_version(tiny_dir, 2, 2, inputs.train_pairs, inputs.descriptions, ft.FinetuneConfig(seed=seed))
+                for seed in (5, 9, 5)}
+    assert len(versions) == 2
+    monkeypatch.setenv("IE_LLM_SEED", "-1")
+    with pytest.raises(ValueError, match="IE_LLM_SEED must be >= 0, got -1"):
+        pipeline.finetune_config()
+
+
 def test_an_adapter_trained_elsewhere_is_served_with_its_version_pinned(tiny_dir, tmp_path, monkeypatch):
     """bench/llm_steps.py's round trip (README "More steps on a GPU"): the adapter it
     archives on one machine, unpacked into another's models dir, is reused by the

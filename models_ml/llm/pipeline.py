@@ -165,7 +165,7 @@ def finetune_config() -> ft.FinetuneConfig:
         steps=config.llm_finetune_steps(),
         batch_histories=config.llm_batch_size(),
         eval_every=config.llm_eval_every(),
-        seed=int(config.dbt_vars()["seed"]),
+        seed=config.llm_seed(),
         **({} if lr is None else {"lr": lr}),
     )
 
