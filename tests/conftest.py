@@ -34,9 +34,13 @@ def pytest_sessionstart(session):
 SMALL_DEMO_MODULES = ("tests/test_pipeline.py", "tests/test_browser.py")
 
 
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        module = item.nodeid.split("::", 1)[0]
+        module = _module(item.nodeid)
         if "small_demo" in item.fixturenames and module not in SMALL_DEMO_MODULES:
             raise pytest.UsageError(f"{item.nodeid} uses small_demo: add {module} to conftest's SMALL_DEMO_MODULES")
 
@@ -51,7 +55,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
+            module = _module(nodeid)
             return "small_demo" if module in SMALL_DEMO_MODULES else module
 
         def _assign_work_unit(self, node) -> None:
