@@ -500,9 +500,13 @@ def test_lookup_variants_build_every_mechanism_from_the_models_rows():
     inputs = ft.LlmInputs(2, 2, desc, trans.head(0), trans, trans, trans)
     variants = pipeline.lookup_variants(inputs, llm_rows, count_rows, m=2)
     assert set(variants) == {"none", "fusion", "alignment", "counts_alignment"}
-    assert variants["none"].rows.equals(llm_rows)
+    # the model's own rows as they came, their version ending with the digest of what they rank
+    assert variants["none"].rows.drop("model_version").equals(llm_rows.drop("model_version"))
+    assert variants["none"].rows["model_version"].unique().to_list() == [f"llm-test+rows-{pairs.rows_digest(llm_rows)}"]
     for name in ("fusion", "alignment", "counts_alignment"):
         rows = variants[name].rows
+        assert rows["model_version"].n_unique() == 1
+        assert rows["model_version"][0].endswith(f"+rows-{pairs.rows_digest(rows)}")
         assert rows.height == len(hist) * 2 and rows.schema == pl.Schema(pairs.LOOKUP_SCHEMA)
         assert not any(c in h for h, c in rows.select("history", "next_cluster_id").iter_rows())
         assert rows["model_version"][0].startswith("counts_alignment:" if name == "counts_alignment" else "llm-test+")
@@ -605,3 +609,27 @@ def test_with_residual_resamples_the_fit_folds_training_pairs(tmp_path, monkeypa
     pairs = sorted((tuple(h), n) for h, n in got.train_pairs.iter_rows())
     assert pairs == [((1, 2), 4)] * 3 + [((4, 2), 5)]
     assert got.train_pairs.columns == ["history", "next_cluster_id"]
+
+
+def test_rows_digest_names_the_ranked_lists_and_nothing_else():
+    """The digest is sha256 of "history:rank:cluster;" over the rows sorted by history
+    and rank: row order and scores do not change it, a swapped pair of ranks does, and
+    versioned() appends it to the rows' one model_version."""
+    import hashlib
+
+    from models_ml.llm import pairs
+
+    def frame(recs):
+        return pl.DataFrame([(2, 2, h, r, c, s, v, 0) for h, r, c, s, v in recs], schema=pairs.LOOKUP_SCHEMA,
+                            orient="row")
+
+    rows = frame([([3, 1], 1, 2, 0.6, "v"), ([1, 2], 2, 4, 0.3, "v"), ([1, 2], 1, 3, 0.7, "v")])
+    by_hand = hashlib.sha256(b"1,2:1:3;1,2:2:4;3,1:1:2;").hexdigest()[:8]
+    assert pairs.rows_digest(rows) == by_hand
+    assert pairs.rows_digest(rows.reverse()) == by_hand
+    assert pairs.rows_digest(rows.with_columns(pl.col("score") * 0.5)) == by_hand
+    swapped = frame([([3, 1], 1, 2, 0.6, "v"), ([1, 2], 2, 3, 0.3, "v"), ([1, 2], 1, 4, 0.7, "v")])
+    assert pairs.rows_digest(swapped) == hashlib.sha256(b"1,2:1:4;1,2:2:3;3,1:1:2;").hexdigest()[:8] != by_hand
+    assert pairs.versioned(rows)["model_version"].unique().to_list() == [f"v+rows-{by_hand}"]
+    with pytest.raises(ValueError, match=r"one model_version, these rows have \['v', 'w'\]"):
+        pairs.versioned(frame([([3, 1], 1, 2, 0.6, "v"), ([1, 2], 1, 3, 0.7, "w")]))

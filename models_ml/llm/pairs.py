@@ -108,6 +108,30 @@ def rows_frame(
     return pl.DataFrame(recs, schema=LOOKUP_SCHEMA, orient="row")
 
 
+ROWS_TAG = "+rows-"  # a lookup's model_version ends with this and rows_digest (versioned)
+
+
+def rows_digest(rows: pl.DataFrame) -> str:
+    """8 hex digits of what a lookup serves: every history's clusters in rank order.
+    The same adapter version trained or run on another CPU rounds differently and can
+    rank a cluster differently; the digest makes that a different model_version. Row
+    order does not matter; scores do not enter (they differ in the last digits)."""
+    key = rows.select(pl.col("history").list.eval(pl.element().cast(pl.Int64)), pl.col("rank").cast(pl.Int64),
+                      pl.col("next_cluster_id").cast(pl.Int64)).sort("history", "rank")
+    h = hashlib.sha256()
+    for history, rank, cluster in key.iter_rows():
+        h.update(f"{','.join(map(str, history))}:{rank}:{cluster};".encode())
+    return h.hexdigest()[:8]
+
+
+def versioned(rows: pl.DataFrame) -> pl.DataFrame:
+    """``rows`` (one model_version) with :func:`rows_digest` appended to its version."""
+    versions = rows["model_version"].unique().to_list()
+    if len(versions) != 1:
+        raise ValueError(f"a lookup has one model_version, these rows have {sorted(map(str, versions))}")
+    return rows.with_columns(pl.lit(f"{versions[0]}{ROWS_TAG}{rows_digest(rows)}").alias("model_version"))
+
+
 def work_dir_for(base: Path, level: int, k: int, m: int, descriptions: dict[int, str]) -> Path:
     """Shard files of one (model, level, K, m, cluster set): a changed cluster set never
     resumes from stale shards."""

@@ -348,10 +348,11 @@ def lookup_variants(
     counts' top m where held-out validation users favour it), with 'counts_alignment', the
     alignment scorer without the LLM's features re-ranking the smoothed counts (an
     ablation, never shipped). Without validation
-    transitions (a tiny data set) only 'none' exists."""
+    transitions (a tiny data set) only 'none' exists. Every variant's model_version ends
+    with the digest of the lookup it serves (:func:`_versioned`)."""
     out = {"none": LookupVariant(LLM_ONLY, llm_rows)}
     if inputs.validation_transitions.height == 0 or llm_rows.height == 0:
-        return out
+        return _versioned(out)
     histories = sorted({tuple(int(c) for c in h) for h in llm_rows["history"].to_list()})
     model = counts.fitted(count_rows, inputs.descriptions, inputs.validation_transitions)
     ids = model.final.cluster_ids
@@ -431,7 +432,14 @@ def lookup_variants(
         else:
             version = f"counts_alignment:{fitted_alignment.digest()}:{counts_version}"
             out[name] = LookupVariant(COUNTS_ALIGNMENT, rows_of(aligned_all, version), None, fitted_alignment)
-    return out
+    return _versioned(out)
+
+
+def _versioned(variants: dict[str, LookupVariant]) -> dict[str, LookupVariant]:
+    """Each variant's model_version ends with the digest of what it serves
+    (pairs.rows_digest): the names before it say how the lookup was made, the digest
+    whether two lookups so made are the same."""
+    return {name: replace(v, rows=pairs.versioned(v.rows) if v.rows.height else v.rows) for name, v in variants.items()}
 
 
 def _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where, log_p0_fit, log_p0_all, m,
