@@ -164,7 +164,8 @@ def pair_inference_partitions(context: AssetExecutionContext, warehouse: Warehou
         "adapter, every expected history exactly once; else the error names the file and the previous table "
         "stays), combined with the counts (IE_LLM_MECHANISM: the feedback-aligned scorer by default), weights "
         "chosen on the validation fold; its first "
-        "lookup_depth clusters written atomically with a model_version naming the adapter and the fusion, and ending with a digest of the ranked rows (+rows-...)."
+        "lookup_depth clusters written atomically with a model_version naming the adapter and the fusion, "
+        "and ending with a digest of the ranked rows (+rows-...)."
     ),
 )
 def novel_interest_transitions(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
