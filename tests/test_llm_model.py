@@ -371,6 +371,7 @@ def test_the_gpus_bf16_path_runs_and_is_its_own_model_version(tiny_dir, tmp_path
     for _, group in rows.group_by("history"):
         assert sorted(group["rank"].to_list()) == [1, 2, 3] and not set(group["next_cluster_id"]) & set(group["history"][0])
 
+
 def test_the_lora_seed_is_its_own_setting_and_model_version(tiny_dir, tmp_path, monkeypatch):
     """IE_LLM_SEED moves the fine-tuning's seed alone (the splits keep the project's), and
     another seed is another model_version; unset, it is the project's seed."""

@@ -125,7 +125,10 @@ def rows_digest(rows: pl.DataFrame) -> str:
 
 
 def versioned(rows: pl.DataFrame) -> pl.DataFrame:
-    """``rows`` (one model_version) with :func:`rows_digest` appended to its version."""
+    """``rows`` (one model_version) with :func:`rows_digest` appended to its version; no
+    rows, nothing to name."""
+    if rows.height == 0:
+        return rows
     versions = rows["model_version"].unique().to_list()
     if len(versions) != 1:
         raise ValueError(f"a lookup has one model_version, these rows have {sorted(map(str, versions))}")

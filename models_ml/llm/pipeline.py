@@ -439,7 +439,7 @@ def _versioned(variants: dict[str, LookupVariant]) -> dict[str, LookupVariant]:
     """Each variant's model_version ends with the digest of what it serves
     (pairs.rows_digest): the names before it say how the lookup was made, the digest
     whether two lookups so made are the same."""
-    return {name: replace(v, rows=pairs.versioned(v.rows) if v.rows.height else v.rows) for name, v in variants.items()}
+    return {name: replace(v, rows=pairs.versioned(v.rows)) for name, v in variants.items()}
 
 
 def _align(x_val, x_all, base_val, base_all, targets, engagement, ids, where, log_p0_fit, log_p0_all, m,
