@@ -143,6 +143,27 @@ def test_every_policy_is_evaluated_and_reported(demo_db):
     assert (demo_db.parent / "reports" / "recall_curves_user.png").stat().st_size > 0
 
 
+def test_every_model_lookup_is_named_by_the_rows_it_serves(demo_db):
+    """The shipped lookup and every model-made comparison lookup (zero-shot included)
+    end their model_version with the digest of their own rows, as served."""
+    from models_ml.llm import pairs
+
+    level, k = config.llm_level(), config.history_len()
+    cols = "history, rank, next_cluster_id, model_version"
+    where = f"level = {level} and k = {k}"
+    with duckdb.connect(str(demo_db), read_only=True) as con:
+        lookups = {"llm": con.execute(f"select {cols} from {config.NOVEL_INTEREST_TRANSITIONS} where {where}").pl()}
+        for policy in ("zero_shot", "llm_only", "llm_fusion", "llm_alignment", "counts_alignment"):
+            lookups[policy] = con.execute(
+                f"select {cols} from {config.POLICY_LOOKUPS} where {where} and policy = '{policy}'").pl()
+    for policy, rows in lookups.items():
+        assert rows.height > 0, policy
+        (version,) = rows["model_version"].unique().to_list()
+        assert version.endswith(pairs.ROWS_TAG + pairs.rows_digest(rows)), (policy, version)
+        assert version.count(pairs.ROWS_TAG) == 1, (policy, version)
+    assert lookups["zero_shot"]["model_version"][0].startswith("zeroshot-")
+
+
 def test_report_lists_the_runs_of_make_evaluate(demo_db, tmp_path):
     import json
 

@@ -515,7 +515,8 @@ def run_zero_shot_inference(
     histories: list[tuple[int, ...]] | None = None,
 ) -> tuple[pl.DataFrame, dict]:
     """The base model, without an adapter, through the same prompt and constrained
-    all-pairs inference as the fine-tuned one (the ``zero_shot`` policy)."""
+    all-pairs inference as the fine-tuned one (the ``zero_shot`` policy). Its version,
+    like the fine-tuned lookups', ends with the digest of the rows it serves."""
     base_path = base_lm.base_model_path()
     tok = base_lm.load_tokenizer(base_path)
     lm = LM(base_lm.load_model(base_path))
@@ -525,7 +526,7 @@ def run_zero_shot_inference(
     work = pairs.work_dir_for(llm_root() / ZERO_SHOT / version, level, k, m, descriptions)
     rows, stats = pairs.run_all_pairs(lm, enc, level, k, m, version, work, progress, histories=histories)
     stats["tokens_processed"] = lm.tokens_processed
-    return rows, stats
+    return pairs.versioned(rows), stats
 
 
 def lookup_metrics(rows: pl.DataFrame, inputs: LlmInputs, m: int = 5) -> dict[str, float]:
