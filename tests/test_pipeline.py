@@ -15,6 +15,7 @@ import duckdb
 import pytest
 
 from models_ml import config
+from models_ml.llm import pairs
 from tests.pipeline_env import FINE_CLUSTERS, FOUNDATION, materialize, small_demo_env
 
 @pytest.fixture(scope="module")
@@ -146,8 +147,6 @@ def test_every_policy_is_evaluated_and_reported(demo_db):
 def test_every_model_lookup_is_named_by_the_rows_it_serves(demo_db):
     """The shipped lookup and every model-made comparison lookup (zero-shot included)
     end their model_version with the digest of their own rows, as served."""
-    from models_ml.llm import pairs
-
     level, k = config.llm_level(), config.history_len()
     cols = "history, rank, next_cluster_id, model_version"
     where = f"level = {level} and k = {k}"
