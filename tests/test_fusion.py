@@ -502,11 +502,11 @@ def test_lookup_variants_build_every_mechanism_from_the_models_rows():
     assert set(variants) == {"none", "fusion", "alignment", "counts_alignment"}
     # the model's own rows as they came, their version ending with the digest of what they rank
     assert variants["none"].rows.drop("model_version").equals(llm_rows.drop("model_version"))
-    assert variants["none"].rows["model_version"].unique().to_list() == [f"llm-test+rows-{pairs.rows_digest(llm_rows)}"]
+    assert variants["none"].rows["model_version"].unique().to_list() == [f"llm-test{pairs.ROWS_TAG}{pairs.rows_digest(llm_rows)}"]
     for name in ("fusion", "alignment", "counts_alignment"):
         rows = variants[name].rows
         assert rows["model_version"].n_unique() == 1
-        assert rows["model_version"][0].endswith(f"+rows-{pairs.rows_digest(rows)}")
+        assert rows["model_version"][0].endswith(pairs.ROWS_TAG + pairs.rows_digest(rows))
         assert rows.height == len(hist) * 2 and rows.schema == pl.Schema(pairs.LOOKUP_SCHEMA)
         assert not any(c in h for h, c in rows.select("history", "next_cluster_id").iter_rows())
         assert rows["model_version"][0].startswith("counts_alignment:" if name == "counts_alignment" else "llm-test+")

@@ -132,7 +132,7 @@ def test_backfill_on_two_processes_equals_the_single_loop(setup, backfilled):
     # the single loop's rows, their version ending with the digest of what they rank
     single = setup["single"].sort("history", "rank")
     assert table.height == 20 * M
-    assert set(table["model_version"]) == {f"{setup['version']}+rows-{pairs.rows_digest(single)}"}
+    assert set(table["model_version"]) == {setup["version"] + pairs.ROWS_TAG + pairs.rows_digest(single)}
     assert table.drop("model_version").equals(single.drop("model_version"))
 
 
