@@ -500,8 +500,9 @@ def gate_min_match_rate() -> float:
 
 
 def gate_recall_margin() -> float:
-    """IE_GATE_RECALL_MARGIN (0): the fine-tuned model's eval-sample recall@m minus the
-    popularity baseline's on the same sample must be at least this (-1 turns it off)."""
+    """IE_GATE_RECALL_MARGIN (0): the new lookup's recall@5 on the eval split minus the
+    popularity baseline's on the same transitions must be at least this for it to be
+    published (-1 turns it off)."""
     return env_float("IE_GATE_RECALL_MARGIN", 0.0, minimum=-1.0, maximum=1.0)
 
 

@@ -16,6 +16,7 @@ from dagster import AssetKey, DagsterInstance, materialize
 from models_ml import config, gates
 from models_ml import warehouse as wh
 from models_ml.llm import base as base_lm
+from models_ml.llm import pipeline
 from orchestration.assets import llm as llm_assets
 from orchestration.resources import WarehouseResource
 from tests.test_llm_model import one_thread, smol_dir, synthetic_warehouse, tiny_dir, tokenizer  # noqa: F401
@@ -27,24 +28,42 @@ PART_KEY = AssetKey(["ml", "pair_inference_partitions"])
 
 # ---- the rules ------------------------------------------------------------------------
 def test_finetune_gate_rules(monkeypatch):
-    for name in ("IE_GATE_MATCH_RATE", "IE_GATE_RECALL_MARGIN"):
-        monkeypatch.delenv(name, raising=False)
-    # defaults: match rate >= 0.9, recall@5 >= popularity's (the demo's figures pass)
-    assert gates.finetune_gate(1.0, 0.669, 0.297).passed
-    assert gates.finetune_gate(0.9, 0.297, 0.297).passed  # both at the bound
-    assert gates.finetune_gate(0.89, 0.669, 0.297).failures == ("match rate 0.890 below 0.900",)
-    # ml-latest-small's eval sample (0.274 against popularity's 0.278) stops the refresh
-    assert gates.finetune_gate(1.0, 0.274, 0.278).failures == ("recall@5 0.274 below popularity's 0.278",)
-    # a diverged model's NaN figures fail both rules
-    assert len(gates.finetune_gate(math.nan, math.nan, 0.2).failures) == 2
-    # configurable: 0.270 - 0.278 = -0.008 clears a margin of -0.01, 0.265 - 0.278 = -0.013 does not
+    monkeypatch.delenv("IE_GATE_MATCH_RATE", raising=False)
+    # default: match rate >= 0.9 (the demo's and ml-latest-small's adapters: 1.000)
+    assert gates.finetune_gate(1.0).passed
+    assert gates.finetune_gate(0.9).passed  # at the bound
+    assert gates.finetune_gate(0.89).failures == ("match rate 0.890 below 0.900",)
+    assert gates.finetune_gate(math.nan).failures == ("match rate nan below 0.900",)  # a diverged model
+    assert gates.finetune_gate(0.89).figures == {"match_rate": 0.89, "min_match_rate": 0.9}
     monkeypatch.setenv("IE_GATE_MATCH_RATE", "0.5")
-    monkeypatch.setenv("IE_GATE_RECALL_MARGIN", "-0.01")
-    assert gates.finetune_gate(0.5, 0.270, 0.278).passed
-    assert gates.finetune_gate(0.5, 0.265, 0.278).failures == ("recall@5 0.265 below popularity's 0.278 -0.010",)
+    assert gates.finetune_gate(0.5).passed
     monkeypatch.setenv("IE_GATE_MATCH_RATE", "1.5")
     with pytest.raises(ValueError, match="IE_GATE_MATCH_RATE must be a number in 0.0..1.0"):
-        gates.finetune_gate(1.0, 0.3, 0.2)
+        gates.finetune_gate(1.0)
+
+
+def test_lookup_gate_rules(monkeypatch):
+    monkeypatch.delenv("IE_GATE_RECALL_MARGIN", raising=False)
+    # default: the lookup's recall@5 >= popularity's on the same eval transitions
+    # (ml-latest-small's shipped lookup: 302 and 255 hits of 1,119)
+    assert gates.lookup_gate(302 / 1119, 255 / 1119).passed
+    assert gates.lookup_gate(0.297, 0.297).passed  # at the bound
+    assert gates.lookup_gate(0.274, 0.278).failures == ("recall@5 0.274 below popularity's 0.278",)
+    assert gates.lookup_gate(math.nan, 0.2).failures == ("recall@5 nan below popularity's 0.200",)
+    assert gates.lookup_gate(0.25, 0.2, m=3).figures == {"recall_at_3": 0.25, "popularity_recall_at_3": 0.2,
+                                                         "recall_margin": 0.0}
+    # configurable: 0.270 - 0.278 = -0.008 clears a margin of -0.01, 0.265 - 0.278 = -0.013 does not
+    monkeypatch.setenv("IE_GATE_RECALL_MARGIN", "-0.01")
+    assert gates.lookup_gate(0.270, 0.278).passed
+    assert gates.lookup_gate(0.265, 0.278).failures == ("recall@5 0.265 below popularity's 0.278 -0.010",)
+    # 0.270 - 0.228 = 0.042: a margin of 0.05 stops it
+    assert gates.lookup_gate(0.270, 0.228, recall_margin=0.05).failures == (
+        "recall@5 0.270 below popularity's 0.228 +0.050",)
+    # the pipeline reads lookup_metrics' keys
+    metrics = {"recall_at_1": 0.1, "recall_at_5": 0.3, "popularity_recall_at_1": 0.05, "popularity_recall_at_5": 0.32,
+               "eval_transitions": 100}
+    assert pipeline.lookup_gate(metrics).failures == ("recall@5 0.300 below popularity's 0.320 -0.010",)  # -0.02
+    assert pipeline.lookup_gate(metrics, m=1).passed
 
 
 def test_ranker_gate_rules(monkeypatch):
@@ -126,9 +145,31 @@ def test_broken_finetune_keeps_the_previous_lookup(tiny_dir, tmp_path, monkeypat
     assert previous.height == 20 * 3  # 20 ordered histories of 5 clusters, 3 novel clusters each
     good_version = previous["model_version"][0]
 
-    # The broken refresh: default rules, one step at lr 10^4.
+    # The lookup's own gate, on the figures the good refresh recorded for it: a margin
+    # one point of a thousand above its lead over popularity stops it before the write,
+    # a margin of exactly its lead lets it through.
+    nit_meta = next(e.materialization.metadata for e in materialized(first) if e.asset_key == NIT_KEY)
+    recall, pop = nit_meta["recall_at_5"].value, nit_meta["popularity_recall_at_5"].value
+    assert nit_meta["refresh_gate"].value == "every rule passed" and nit_meta["gate_recall_margin"].value == -1.0
+    resources = {"warehouse": WarehouseResource(database=str(db))}
+    monkeypatch.setenv("IE_GATE_RECALL_MARGIN", repr(recall - pop + 0.001))
+    refused = materialize([llm_assets.novel_interest_transitions], resources=resources, instance=instance,
+                          raise_on_error=False)
+    assert not refused.success
+    failure = refused.get_step_failure_events()[0].step_failure_data.error.message
+    assert (f"the none lookup of adapter {good_version.split('+')[0]} fails the refresh gate on the eval split "
+            f"(recall@5 {recall:.3f} below popularity's {pop:.3f} {recall - pop + 0.001:+.3f})") in failure
+    assert f"{config.NOVEL_INTEREST_TRANSITIONS} is left as it was" in failure
+    with wh.connect(db, read_only=True) as con:
+        assert wh.read_table(con, config.NOVEL_INTEREST_TRANSITIONS).sort("history", "rank").equals(previous)
+    monkeypatch.setenv("IE_GATE_RECALL_MARGIN", repr(recall - pop))
+    assert materialize([llm_assets.novel_interest_transitions], resources=resources, instance=instance,
+                       raise_on_error=False).success
+    with wh.connect(db, read_only=True) as con:
+        assert wh.read_table(con, config.NOVEL_INTEREST_TRANSITIONS).sort("history", "rank").equals(previous)
+
+    # The broken refresh: the default adapter rule, one step at lr 10^4.
     monkeypatch.delenv("IE_GATE_MATCH_RATE")
-    monkeypatch.delenv("IE_GATE_RECALL_MARGIN")
     monkeypatch.setenv("IE_LLM_LR", "1e4")
     (second,) = run_refresh(db, instance)  # the first run fails: no partition, no union runs
     assert not second.success

@@ -543,11 +543,15 @@ def lookup_metrics(rows: pl.DataFrame, inputs: LlmInputs, m: int = 5) -> dict[st
 
 
 def adapter_gate(adapter_dir: Path) -> gates.GateResult:
-    """The refresh gate (models_ml/gates.py) on an adapter's final training figures:
-    its match rate and eval-sample recall@5 against popularity on the same sample."""
-    meta = ft.read_training(adapter_dir)
-    final, baselines = meta.get("final"), meta.get("baselines", {})
-    if final is None or "popularity_recall_at_5" not in baselines:
+    """The adapter's refresh gate (models_ml/gates.py) on its final training figures: its
+    unconstrained match rate."""
+    final = ft.read_training(adapter_dir).get("final")
+    if final is None or "match_rate" not in final:
         raise ft.AdapterError(f"{adapter_dir / ft.TRAINING_FILE} lacks the final figures the refresh gate reads")
-    return gates.finetune_gate(float(final["match_rate"]), float(final["recall_at_5"]),
-                               float(baselines["popularity_recall_at_5"]))
+    return gates.finetune_gate(float(final["match_rate"]))
+
+
+def lookup_gate(metrics: dict[str, float], m: int = 5) -> gates.GateResult:
+    """The lookup's refresh gate on :func:`lookup_metrics`' figures for the rows that
+    would be served: their recall@m on the eval split against popularity's."""
+    return gates.lookup_gate(float(metrics[f"recall_at_{m}"]), float(metrics[f"popularity_recall_at_{m}"]), m)

@@ -103,8 +103,8 @@ def llm_finetune(context: AssetExecutionContext, warehouse: WarehouseResource) -
     blocking=True,
     description=(
         "Refresh gate on the current fine-tuned adapter: unconstrained match rate >= IE_GATE_MATCH_RATE "
-        "(0.9) and eval-sample recall@5 >= the popularity baseline's + IE_GATE_RECALL_MARGIN (0). Blocking: "
-        "a failed fine-tune never replaces the lookup table."
+        "(0.9). Blocking: a fine-tune that does not name the clusters never reaches pair inference. The recall "
+        "rule judges the lookup as served (ml/novel_interest_transitions)."
     ),
 )
 def finetune_refresh_gate() -> AssetCheckResult:
@@ -165,7 +165,8 @@ def pair_inference_partitions(context: AssetExecutionContext, warehouse: Warehou
         "stays), combined with the counts (IE_LLM_MECHANISM: the feedback-aligned scorer by default), weights "
         "chosen on the validation fold; its first "
         "lookup_depth clusters written atomically with a model_version naming the adapter and the fusion, "
-        "and ending with a digest of the ranked rows (+rows-...)."
+        "and ending with a digest of the ranked rows (+rows-...). Refresh gate before the write: the lookup's "
+        "recall@5 on the eval split >= popularity's + IE_GATE_RECALL_MARGIN (0), else the previous table stays."
     ),
 )
 def novel_interest_transitions(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
@@ -195,6 +196,12 @@ def novel_interest_transitions(context: AssetExecutionContext, warehouse: Wareho
         mechanism = "none"
     shipped = variants[mechanism].rows
     metrics = pipeline.lookup_metrics(shipped, inputs)
+    served_gate = pipeline.lookup_gate(metrics)
+    if not served_gate.passed:
+        raise Failure(description=f"the {mechanism} lookup of adapter {adapter.name} fails the refresh gate on the "
+                                  f"eval split ({served_gate.summary()}); {config.NOVEL_INTEREST_TRANSITIONS} is "
+                                  f"left as it was",
+                      metadata={f"gate_{key}": MetadataValue.float(float(v)) for key, v in served_gate.figures.items()})
     with warehouse.connect() as con:
         write_lookup(con, shipped, level, k)
         n_lookup = wh.row_count(con, config.NOVEL_INTEREST_TRANSITIONS)
@@ -229,5 +236,7 @@ def novel_interest_transitions(context: AssetExecutionContext, warehouse: Wareho
             "union_seconds": MetadataValue.float(round(seconds, 2)),
             **{key: MetadataValue.float(float(v)) for key, v in metrics.items() if key != "eval_transitions"},
             "eval_transitions": MetadataValue.int(metrics["eval_transitions"]),
+            "refresh_gate": served_gate.summary(),
+            "gate_recall_margin": MetadataValue.float(served_gate.figures["recall_margin"]),
         }
     )
