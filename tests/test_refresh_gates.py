@@ -157,7 +157,7 @@ def test_broken_finetune_keeps_the_previous_lookup(tiny_dir, tmp_path, monkeypat
                           raise_on_error=False)
     assert not refused.success
     failure = refused.get_step_failure_events()[0].step_failure_data.error.message
-    assert (f"the none lookup of adapter {good_version.split('+')[0]} fails the refresh gate on the eval split "
+    assert (f"the lookup (none) of adapter {good_version.split('+')[0]} fails the refresh gate on the eval split "
             f"(recall@5 {recall:.3f} below popularity's {pop:.3f} {recall - pop + 0.001:+.3f})") in failure
     assert f"{config.NOVEL_INTEREST_TRANSITIONS} is left as it was" in failure
     with wh.connect(db, read_only=True) as con:

@@ -530,8 +530,9 @@ def run_zero_shot_inference(
 
 
 def lookup_metrics(rows: pl.DataFrame, inputs: LlmInputs, m: int = 5) -> dict[str, float]:
-    """Recall@1/@m of the lookup on the full eval split, with the popularity baseline
-    (a quick look for the asset's metadata; lookup_evaluation is the judgement)."""
+    """Recall@1/@m of the lookup on the full eval split, with the popularity baseline on
+    the same transitions (the asset's metadata and the lookup's refresh gate;
+    lookup_evaluation gives the same overall figures with intervals, and every segment)."""
     lookup: dict[tuple[int, ...], list[int]] = {}
     for h, c in zip(rows["history"].to_list(), rows["next_cluster_id"].to_list()):
         lookup.setdefault(tuple(h), []).append(int(c))

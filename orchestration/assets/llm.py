@@ -198,7 +198,7 @@ def novel_interest_transitions(context: AssetExecutionContext, warehouse: Wareho
     metrics = pipeline.lookup_metrics(shipped, inputs)
     served_gate = pipeline.lookup_gate(metrics)
     if not served_gate.passed:
-        raise Failure(description=f"the {mechanism} lookup of adapter {adapter.name} fails the refresh gate on the "
+        raise Failure(description=f"the lookup ({mechanism}) of adapter {adapter.name} fails the refresh gate on the "
                                   f"eval split ({served_gate.summary()}); {config.NOVEL_INTEREST_TRANSITIONS} is "
                                   f"left as it was",
                       metadata={f"gate_{key}": MetadataValue.float(float(v)) for key, v in served_gate.figures.items()})
