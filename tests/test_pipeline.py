@@ -13,9 +13,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from dagster import DagsterInstance
 
 from models_ml import config
 from models_ml.llm import pairs
+from orchestration.keys import asset_key
 from tests.pipeline_env import FINE_CLUSTERS, FOUNDATION, materialize, small_demo_env
 
 @pytest.fixture(scope="module")
@@ -161,6 +163,23 @@ def test_every_model_lookup_is_named_by_the_rows_it_serves(demo_db):
         assert version.endswith(pairs.ROWS_TAG + pairs.rows_digest(rows)), (policy, version)
         assert version.count(pairs.ROWS_TAG) == 1, (policy, version)
     assert lookups["zero_shot"]["model_version"][0].startswith("zeroshot-")
+
+
+def test_the_lookup_gate_reads_lookup_evaluations_figures(small_demo, demo_db):
+    """The lookup asset's refresh gate judges the recall@5 of the rows it publishes and
+    of popularity on the eval split: the figures lookup_evaluation reports for them."""
+    instance = DagsterInstance.from_config(small_demo["DAGSTER_HOME"])
+    event = instance.get_latest_materialization_event(asset_key(config.NOVEL_INTEREST_TRANSITIONS))
+    meta = event.asset_materialization.metadata
+    where = (f"level = {config.llm_level()} and k = {config.history_len()} and split_mode = '{config.split_mode()}' "
+             "and metric = 'recall_at_5'")
+    with duckdb.connect(str(demo_db), read_only=True) as con:
+        reported = dict(con.execute(f"select policy, value from {config.LOOKUP_EVALUATION} where {where} "
+                                    "and policy in ('llm', 'popularity')").fetchall())
+    assert meta["recall_at_5"].value == pytest.approx(reported["llm"], abs=1e-12)
+    assert meta["popularity_recall_at_5"].value == pytest.approx(reported["popularity"], abs=1e-12)
+    # the small demo turns the gates off (4 LoRA steps), and the asset says so
+    assert meta["gate_recall_margin"].value == -1.0 and meta["refresh_gate"].value == "every rule passed"
 
 
 def test_report_lists_the_runs_of_make_evaluate(demo_db, tmp_path):
