@@ -1,7 +1,8 @@
 """Refresh gates (models_ml/gates.py): the rules by hand, then the real fine-tuning and
-lookup assets in Dagster, where a fine-tune broken on purpose (one LoRA step at a
+lookup assets in Dagster: a lookup whose lead over popularity is below the margin is
+refused before the write, and a fine-tune broken on purpose (one LoRA step at a
 learning rate of 10^4) fails the blocking gate on ml/finetune_history, so
-ml/novel_interest_transitions does not run and the previous lookup stays published."""
+ml/novel_interest_transitions does not run; either way the previous lookup stays published."""
 
 from __future__ import annotations
 
