@@ -57,6 +57,11 @@ def image_markdown(png: Path, alt: str) -> MetadataValue:
     return MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
 
 
+def gate_figures(gate, prefix: str = "") -> dict[str, MetadataValue]:
+    """A refresh gate's (models_ml.gates.GateResult) figures as float metadata."""
+    return {prefix + k: MetadataValue.float(float(v)) for k, v in gate.figures.items()}
+
+
 def gate_check_result(gate, **metadata) -> AssetCheckResult:
     """A refresh gate (models_ml.gates.GateResult) as a check result: ERROR severity, so a
     blocking check that fails stops every downstream asset; its figures stay floats."""
@@ -64,5 +69,5 @@ def gate_check_result(gate, **metadata) -> AssetCheckResult:
         passed=gate.passed,
         severity=AssetCheckSeverity.ERROR,
         description=gate.summary(),
-        metadata={**{k: MetadataValue.float(float(v)) for k, v in gate.figures.items()}, **metadata},
+        metadata={**gate_figures(gate), **metadata},
     )

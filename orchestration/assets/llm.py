@@ -26,7 +26,7 @@ from models_ml.llm import pipeline
 from models_ml.llm.pairs import write_lookup
 from orchestration.dbt import dbt_asset_group
 from orchestration.keys import asset_key
-from orchestration.metadata import gate_check_result, image_markdown, markdown_table, table_metadata
+from orchestration.metadata import gate_check_result, gate_figures, image_markdown, markdown_table, table_metadata
 from orchestration.resources import WarehouseResource
 
 GROUP = "llm"
@@ -201,7 +201,7 @@ def novel_interest_transitions(context: AssetExecutionContext, warehouse: Wareho
         raise Failure(description=f"the lookup ({mechanism}) of adapter {adapter.name} fails the refresh gate on the "
                                   f"eval split ({served_gate.summary()}); {config.NOVEL_INTEREST_TRANSITIONS} is "
                                   f"left as it was",
-                      metadata={f"gate_{key}": MetadataValue.float(float(v)) for key, v in served_gate.figures.items()})
+                      metadata=gate_figures(served_gate, prefix="gate_"))
     with warehouse.connect() as con:
         write_lookup(con, shipped, level, k)
         n_lookup = wh.row_count(con, config.NOVEL_INTEREST_TRANSITIONS)
