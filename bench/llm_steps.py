@@ -25,7 +25,7 @@ this on a copy of the checkout at the same absolute path and a copy of the wareh
 file. To score an adapter without replacing the warehouse's lookup, serve it on a copy
 in another folder under the same file name: dbt's views name the DuckDB catalog after
 the file's stem, so a renamed copy breaks them. bench/results/llm_steps_h200_*.json hold
-the runs on one H200 (README "More steps on a GPU").
+the runs on one H200 (bench/EXPERIMENTS.md, "More steps on a GPU").
 """
 
 from __future__ import annotations

@@ -393,7 +393,7 @@ def test_the_lora_seed_is_its_own_setting_and_model_version(tiny_dir, tmp_path, 
 
 
 def test_an_adapter_trained_elsewhere_is_served_with_its_version_pinned(tiny_dir, tmp_path, monkeypatch):
-    """bench/llm_steps.py's round trip (README "More steps on a GPU"): the adapter it
+    """bench/llm_steps.py's round trip (bench/EXPERIMENTS.md, "More steps on a GPU"): the adapter it
     archives on one machine, unpacked into another's models dir, is reused by the
     fine-tuning step under IE_LLM_MODEL_VERSION, and every pair shard resumes from it."""
     spec = importlib.util.spec_from_file_location("llm_steps", config.REPO_ROOT / "bench" / "llm_steps.py")
