@@ -7,13 +7,14 @@ it builds)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import duckdb
 import pytest
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance
 
 from models_ml import config
 from models_ml.llm import pairs
@@ -180,6 +181,42 @@ def test_the_lookup_gate_reads_lookup_evaluations_figures(small_demo, demo_db):
     assert meta["popularity_recall_at_5"].value == pytest.approx(reported["popularity"], abs=1e-12)
     # the small demo turns the gates off (4 LoRA steps), and the asset says so
     assert meta["gate_recall_margin"].value == -1.0 and meta["refresh_gate"].value == "every rule passed"
+
+
+def test_the_verdict_judges_the_shipped_lookup_by_lookup_evaluations_rows(small_demo, demo_db):
+    """lookup_verdict on the real small demo: every target at every recall@m reported,
+    each read off lookup_evaluation's own rows (best count policy, ties by name; the
+    paired diff_ row); the report and the report asset carry it."""
+    level, k, split = config.llm_level(), config.history_len(), config.split_mode()
+    where = f"level = {level} and k = {k} and split_mode = '{split}'"
+    with duckdb.connect(str(demo_db), read_only=True) as con:
+        ev = {(p, mt): (v, hi) for p, mt, v, hi in con.execute(
+            f"select policy, metric, value, ci_high from {config.LOOKUP_EVALUATION} where {where}").fetchall()}
+        verdict = con.execute(f"""select target, m, metric, llm_value, baseline, baseline_value, diff, ci_high, met
+                                  from {config.LOOKUP_VERDICT} where {where}""").fetchall()
+    ms = sorted(int(mt.rsplit("_", 1)[1]) for p, mt in ev if p == "llm" and re.fullmatch(r"recall_at_\d+", mt))
+    assert ms == [1, 5]  # 12 fine clusters: recall@10 is not reported, so it has no target
+    assert {(t, m) for t, m, *_ in verdict} == (
+        {(t, m) for t in ("recall_at_least_best_count", "thin_above_every_count") for m in ms}
+        | {("distinct_top1_at_least_markov", None)})
+    for target, m, metric, llm, base, base_value, diff, hi, met in verdict:
+        assert llm == ev[("llm", metric)][0]
+        if m is None:
+            assert (metric, base, base_value, met) == ("distinct_top1", "markov", ev[("markov", metric)][0],
+                                                       llm >= ev[("markov", metric)][0])
+            continue
+        best = min(("markov", "markov_smoothed", "popularity"), key=lambda p: (-ev[(p, metric)][0], p))
+        name, _, segment = metric.partition("__")
+        paired = ev[("llm", f"diff_{name}_vs_{best}" + (f"__{segment}" if segment else ""))]
+        assert (base, base_value, diff, hi) == (best, ev[(best, metric)][0], paired[0], paired[1])
+        assert met == (hi >= 0 if target == "recall_at_least_best_count" else diff > 0)
+        assert segment == ("" if target == "recall_at_least_best_count" else "seen_0_4")
+    report = (demo_db.parent / "reports" / "report.md").read_text()
+    assert "Targets (`lookup_verdict`)" in report and "| recall_at_least_best_count | 5 |" in report
+    instance = DagsterInstance.from_config(small_demo["DAGSTER_HOME"])
+    meta = instance.get_latest_materialization_event(AssetKey("evaluation_report")).asset_materialization.metadata
+    met = {(t, m): mt for t, m, *_, mt in verdict}
+    assert meta[f"{split}__verdict__recall_at_least_best_count_at_5"].value == float(met[("recall_at_least_best_count", 5)])
 
 
 def test_report_lists_the_runs_of_make_evaluate(demo_db, tmp_path):

@@ -2,8 +2,8 @@
 warehouse, from lookup_evaluation and ml.finetune_history, as Markdown with PNG plots
 (default folder: reports/<warehouse file stem>/, git-ignored).
 
-Sections: the comparison at the default level and K in both split modes (recall@m with
-95% intervals, MRR, paired differences), recall@m curves per policy, recall by how often
+Sections: the comparison at the default level and K in both split modes (the targets of
+lookup_verdict, recall@m with 95% intervals, MRR, paired differences), recall@m curves per policy, recall by how often
 the history was seen in train, the balance of the top-1 answers, serving coverage, the
 K x level table (the paper's open question), and the fine-tuning curve.
 """
@@ -64,6 +64,14 @@ def _metric_table(ev: pl.DataFrame, metrics: list[str]) -> str:
             cells.append(_fmt(*r.select("value", "ci_low", "ci_high").row(0)) if r.height else "-")
         rows.append(cells)
     return _table(rows, ["policy", *metrics])
+
+
+def _verdict_table(verdict: pl.DataFrame) -> str:
+    rows = [[r["target"], "-" if r["m"] is None else str(r["m"]), _fmt(r["llm_value"]),
+             f"{r['baseline']} {_fmt(r['baseline_value'])}", _fmt(r["diff"], r["ci_low"], r["ci_high"]),
+             "yes" if r["met"] else "**no**"]
+            for r in verdict.sort("target", "m", nulls_last=True).iter_rows(named=True)]
+    return _table(rows, ["target", "m", "llm", "count policy", "llm - count policy (95% CI)", "met"])
 
 
 def _plot_recall_curves(ev: pl.DataFrame, path: Path, title: str) -> None:
@@ -161,6 +169,8 @@ def build_report(con, out_dir: Path | None = None) -> Report:
         "",
     ]
     default = ev_all.filter((pl.col("level") == level) & (pl.col("k") == k))
+    verdicts = wh.read_table(con, config.LOOKUP_VERDICT).filter((pl.col("level") == level) & (pl.col("k") == k)) \
+        if wh.table_exists(con, config.LOOKUP_VERDICT) else None
     for split_mode in config.SPLIT_MODES:
         ev = default.filter(pl.col("split_mode") == split_mode)
         if not ev.height:
@@ -169,8 +179,16 @@ def build_report(con, out_dir: Path | None = None) -> Report:
         ms = sorted({int(m.rsplit("_", 1)[1]) for m in ev["metric"].to_list() if m.startswith("recall_at_") and "__" not in m})
         metrics = [f"recall_at_{m}" for m in ms] + ["mrr"]
         lines += [f"## Level {level}, K = {k}, split by {split_mode}", "",
-                  f"{ev.filter(pl.col('metric') == 'mrr')['n'].max()} eval transitions.", "",
-                  _metric_table(ev, metrics), ""]
+                  f"{ev.filter(pl.col('metric') == 'mrr')['n'].max()} eval transitions.", ""]
+        verdict = verdicts.filter(pl.col("split_mode") == split_mode) if verdicts is not None else None
+        if verdict is not None and verdict.height:
+            lines += ["Targets (`lookup_verdict`): recall@m at least the best count policy's (interval not wholly "
+                      "below zero), above every count policy on the histories train saw fewest times (the metric's "
+                      "segment), distinct top-1 at least markov's.", "", _verdict_table(verdict), ""]
+            for r in verdict.iter_rows(named=True):
+                key = r["target"] if r["m"] is None else f"{r['target']}_at_{r['m']}"
+                report.figures[f"{split_mode}/verdict/{key}"] = float(r["met"])
+        lines += [_metric_table(ev, metrics), ""]
         diffs = [m for m in ev.filter(pl.col("policy") == "llm")["metric"].unique().to_list()
                  if m.startswith("diff_") and "__" not in m]
         if diffs:

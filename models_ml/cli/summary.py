@@ -82,6 +82,15 @@ join {config.CLUSTERS} n on n.level = {config.llm_level()} and n.cluster_id = to
 order by top.n_train desc""",
     ),
     (
+        "Does the shipped lookup meet its targets against the count tables? (lookup_verdict, recall@5)",
+        (config.LOOKUP_VERDICT,),
+        f"""select split_mode, target, round(llm_value, 3) as llm, baseline, round(baseline_value, 3) as baseline_value,
+       round(diff, 3) as diff, round(ci_low, 3) as ci_low, round(ci_high, 3) as ci_high, met
+from {config.LOOKUP_VERDICT}
+where level = {config.llm_level()} and k = {config.history_len()} and coalesce(m, 5) = 5
+order by split_mode, target""",
+    ),
+    (
         "Does the LLM beat the count table? (lookup_evaluation, eval split, 95% bootstrap intervals)",
         (config.LOOKUP_EVALUATION,),
         f"""select split_mode, policy, metric, round(value, 3) as value, round(ci_low, 3) as ci_low,
@@ -112,7 +121,7 @@ def _summary(path) -> int:
     with wh.connect(path, read_only=True) as con:
         counts = wh.row_counts(con)
         print(f"\nWarehouse: {path}\n")
-        with pl.Config(tbl_rows=-1, fmt_str_lengths=80, tbl_hide_dataframe_shape=True, tbl_width_chars=160):
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=80, tbl_hide_dataframe_shape=True, tbl_width_chars=160):
             print(pl.DataFrame({"table": list(counts), "rows": list(counts.values())}))
             for title, needs, sql in EXAMPLE_QUERIES:
                 if not all(wh.table_exists(con, t) for t in needs):

@@ -85,9 +85,10 @@ def policy_lookups(context: AssetExecutionContext, warehouse: WarehouseResource)
     key=["evaluation_report"],
     group_name=GROUP,
     kinds={"python"},
-    deps=[asset_key(config.LOOKUP_EVALUATION), asset_key(config.FINETUNE_HISTORY)],
+    deps=[asset_key(config.LOOKUP_EVALUATION), asset_key(config.LOOKUP_VERDICT), asset_key(config.FINETUNE_HISTORY)],
     description=(
-        "The evaluation report (Markdown + PNG under reports/<warehouse>/): every policy's recall@m and "
+        "The evaluation report (Markdown + PNG under reports/<warehouse>/): the targets of lookup_verdict "
+        "(met or not), every policy's recall@m and "
         "MRR with intervals in both split modes, recall by history frequency, balance of the top-1 "
         "answers, K x level, the fine-tuning curve. Numbers are also this asset's metadata."
     ),
