@@ -305,6 +305,11 @@ def _dbt_project_vars() -> dict:
         return dict(yaml.safe_load(fh).get("vars", {}))
 
 
+def count_policies() -> tuple[str, ...]:
+    """The count baselines every lookup is judged against (the dbt var count_policies)."""
+    return tuple(_dbt_project_vars()["count_policies"])
+
+
 def dbt_vars() -> dict:
     """dbt_project.yml vars with environment overrides applied."""
     out = dict(_dbt_project_vars())

@@ -23,7 +23,7 @@ from models_ml import config
 from models_ml.plots import plot_finetune_curve
 from models_ml import warehouse as wh
 
-COUNT_POLICIES = ("markov", "markov_smoothed", "popularity")  # the count baselines the LLM must beat
+COUNT_POLICIES = config.count_policies()  # the count baselines the LLM must beat
 POLICY_ORDER = ("llm", "zero_shot", *COUNT_POLICIES)
 REPORT_FILE = "report.md"
 RUNS_FILE = "evaluate_runs.json"  # `make evaluate`'s log of its runs, beside the report

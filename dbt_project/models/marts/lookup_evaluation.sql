@@ -22,7 +22,7 @@
 {%- set n_boot = var('bootstrap_samples') | int -%}
 {%- set seed = var('seed') | int -%}
 {%- set depth = var('lookup_depth') | int -%}
-{%- set baselines = ['markov', 'markov_smoothed', 'popularity', 'zero_shot', 'counts_alignment'] -%}
+{%- set baselines = var('count_policies') + ['zero_shot', 'counts_alignment'] -%}
 {%- set first = 'seen_0' if bounds[0] == 1 else 'seen_0_' ~ (bounds[0] - 1) -%}
 {%- set segments = [first, 'seen_' ~ bounds[0] ~ '_' ~ (bounds[1] - 1), 'seen_' ~ bounds[1] ~ '_plus'] -%}
 {#- the first two together: every history seen fewer than bounds[1] times, where counts are thin -#}

@@ -1,9 +1,9 @@
 {#-
     Does the shipped LLM lookup beat the count tables? The targets every lookup here is
     held to, read off lookup_evaluation for each (level, k, split_mode) it holds and each
-    recall@m it reports (definitions: the YAML). The count policies are markov,
-    markov_smoothed and popularity, those present; the best is the one with the highest
-    value on the metric, ties by name.
+    recall@m it reports (definitions: the YAML). The count policies are var
+    count_policies, those evaluated; the best is the one with the highest value on the
+    metric, ties by name.
 -#}
 {{ config(tags=['evaluation']) }}
 {%- set ms = var('recall_ms') -%}
@@ -52,7 +52,7 @@ count_ranked as (
 
     from evaluation
 
-    where policy in ('markov', 'markov_smoothed', 'popularity')
+    where policy in ({% for p in var('count_policies') %}'{{ p }}'{{ ', ' if not loop.last }}{% endfor %})
 
 ),
 
