@@ -3,9 +3,10 @@ warehouse, from lookup_evaluation and ml.finetune_history, as Markdown with PNG 
 (default folder: reports/<warehouse file stem>/, git-ignored).
 
 Sections: the comparison at the default level and K in both split modes (the targets of
-lookup_verdict, recall@m with 95% intervals, MRR, paired differences), recall@m curves per policy, recall by how often
-the history was seen in train, the balance of the top-1 answers, serving coverage, the
-K x level table (the paper's open question), and the fine-tuning curve.
+lookup_verdict, recall@m with 95% intervals, MRR, paired differences), recall@m curves
+per policy, recall by how often the history was seen in train, the balance of the top-1
+answers, serving coverage, the K x level table (the paper's open question), and the
+fine-tuning curve.
 """
 
 from __future__ import annotations
