@@ -215,6 +215,18 @@ def test_verdict_reads_the_targets_off_the_evaluation(evaluated):
     assert len(got) == 5
 
 
+def test_a_missed_target_warns_and_never_fails(evaluated):
+    db, work = evaluated
+    result = run_dbt(["test", "--select", "lookup_verdict", "--exclude", "test_type:unit"], db, work, vars=VARS)
+    (status,) = [r["status"] for r in result.results if "lookup_verdict_targets_met" in r["unique_id"]]
+    # the fixture misses the thin-history target at m = 1 and m = 5: two rows, a warning
+    assert result.ok and status == "warn", result.output[-3000:]
+    assert "Got 2 results, configured to warn if != 0" in result.output
+    strict = run_dbt(["test", "--select", "lookup_verdict", "--exclude", "test_type:unit", "--warn-error"], db, work,
+                     vars=VARS)
+    assert not strict.ok
+
+
 def test_verdict_unit_test_passes(evaluated):
     db, work = evaluated
     result = run_dbt(["test", "--select", "lookup_verdict,test_type:unit"], db, work, vars=VARS)
