@@ -26,7 +26,7 @@
 {%- set first = 'seen_0' if bounds[0] == 1 else 'seen_0_' ~ (bounds[0] - 1) -%}
 {%- set segments = [first, 'seen_' ~ bounds[0] ~ '_' ~ (bounds[1] - 1), 'seen_' ~ bounds[1] ~ '_plus'] -%}
 {#- the first two together: every history seen fewer than bounds[1] times, where counts are thin -#}
-{%- set thin = 'seen_0_' ~ (bounds[1] - 1) -%}
+{%- set thin = ie_thin_segment() | trim -%}
 
 with
 

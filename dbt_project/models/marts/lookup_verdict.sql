@@ -7,9 +7,7 @@
 -#}
 {{ config(tags=['evaluation']) }}
 {%- set ms = var('recall_ms') -%}
-{%- set bounds = var('history_seen_bounds') -%}
-{#- lookup_evaluation's thin segment: every history seen fewer than bounds[1] times -#}
-{%- set thin = 'seen_0_' ~ (bounds[1] - 1) -%}
+{%- set thin = ie_thin_segment() | trim -%}
 
 with
 
